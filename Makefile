@@ -1,0 +1,36 @@
+# `make test` is all CI runs; it builds .venv itself on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard proto/nbferry/v1/*.proto)
+
+.PHONY: test lint proto proto-check bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: $(VENV)/.installed lint proto-check
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+# Regenerate the Python bindings for proto/ (commit the result).
+proto: $(VENV)/.installed
+	cd proto && ../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. $(PROTOS:proto/%=%)
+
+# Fails when the committed generated code differs from what `make proto` makes.
+proto-check: $(VENV)/.installed
+	rm -rf build/proto-check && mkdir -p build/proto-check
+	cd proto && ../$(PY) -m grpc_tools.protoc -I. --python_out=../build/proto-check --pyi_out=../build/proto-check $(PROTOS:proto/%=%)
+	diff -r -x '*.proto' -x '__init__.py' -x '__pycache__' proto/nbferry build/proto-check/nbferry \
+	  || (echo "generated code in proto/ is stale: run 'make proto' and commit" >&2; exit 1)
+
+bench: $(VENV)/.installed
+	$(PY) bench/bench_store.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""nbferry.agent: the in-kernel agent (recorder, capture, restore). Not yet implemented."""

@@ -1,0 +1,1 @@
+"""nbferry.migrator: the `nbferry` command line and, later, the migrator service."""

@@ -1,0 +1,1 @@
+"""Generated protobuf bindings for nbferry's versioned schemas (see proto/*.proto)."""

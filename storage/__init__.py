@@ -1,0 +1,39 @@
+"""nbferry.storage: content-addressed, compressed, deduplicated checkpoints on any fsspec URL.
+
+    from nbferry.storage import open_store, PodData
+    store = open_store("s3://bucket/prefix")
+    result = store.write_checkpoint("alice-analysis", [PodData("p0", header, buffers, ["df"])])
+    manifest = store.read_manifest(result.checkpoint_id)
+    pods = store.read_pods(manifest)
+
+This package never imports nbferry.agent or nbferry.migrator.
+"""
+
+from nbferry.storage.errors import (
+    AmbiguousCheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    FormatVersionError,
+    SignatureError,
+    StoreAccessError,
+    StoreError,
+)
+from nbferry.storage.location import default_store_url, parse_options
+from nbferry.storage.store import CheckpointRef, PodData, Store, WriteResult, open_store
+
+__all__ = [
+    "AmbiguousCheckpointError",
+    "CheckpointNotFoundError",
+    "CheckpointRef",
+    "CorruptCheckpointError",
+    "FormatVersionError",
+    "PodData",
+    "SignatureError",
+    "Store",
+    "StoreAccessError",
+    "StoreError",
+    "WriteResult",
+    "default_store_url",
+    "open_store",
+    "parse_options",
+]

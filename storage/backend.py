@@ -1,0 +1,200 @@
+"""Byte-level access to a store URL through fsspec: atomic writes, retries, clear errors.
+
+This is the only module of nbferry.storage that does I/O. Keys are
+'/'-separated paths relative to the store root. Blobs are written whole or not
+at all (a temp file renamed into place on local disks; a single PutObject on
+S3), so a crash never leaves a partial blob that a later writer would trust.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from nbferry.storage.errors import StoreAccessError
+from nbferry.storage.retry import RetryPolicy
+
+T = TypeVar("T")
+Parts = Sequence["bytes | bytearray | memoryview"]
+TMP_MARK = ".tmp-"  # temp files of interrupted local writes carry this in their name
+
+
+class Backend:
+    """One store root on one fsspec filesystem."""
+
+    def __init__(
+        self,
+        url: str,
+        options: dict[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.url = url
+        self.retry = retry or RetryPolicy()
+        self.fsync = fsync
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **(options or {}))
+        except (ValueError, ImportError) as exc:
+            raise StoreAccessError(
+                f"cannot open store {url!r}: {exc}. Use file:///path, memory://name, "
+                "s3://bucket/prefix, or another fsspec URL whose package is installed"
+            ) from exc
+        self.root = root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self._create_lock = threading.Lock()  # memory:// has no atomic create
+
+    # -- paths -------------------------------------------------------------
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    def key_of(self, path: str) -> str:
+        path = path.rstrip("/")
+        prefix = f"{self.root}/" if self.root else ""
+        return path[len(prefix) :] if path.startswith(prefix) else path
+
+    # -- operations --------------------------------------------------------
+
+    def put(self, key: str, parts: Parts) -> None:
+        """Write a blob atomically; overwriting is allowed (content-addressed keys)."""
+        self._call("write", key, lambda: self._write(key, parts, exclusive=False))
+
+    def put_new(self, key: str, data: bytes) -> None:
+        """Write atomically and create-only; FileExistsError when the key exists."""
+        self._call("create", key, lambda: self._write(key, [data], exclusive=True))
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Bytes [start, end) of a blob; FileNotFoundError when it does not exist."""
+        return self._call("read", key, lambda: self.fs.cat_file(self.path(key), start, end))
+
+    def size(self, key: str) -> int | None:
+        """Size of a blob, or None when it does not exist (one HEAD on S3)."""
+
+        def info() -> int | None:
+            try:
+                return int(self.fs.info(self.path(key))["size"])
+            except FileNotFoundError:
+                return None
+
+        return self._call("stat", key, info)
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under a folder-like prefix, temp files left out; [] when there are none."""
+
+        def find() -> list[str]:
+            path = self.path(prefix.rstrip("/"))
+            self.fs.invalidate_cache(path)
+            try:
+                found = self.fs.find(path)
+            except FileNotFoundError:
+                return []
+            return [self.key_of(p) for p in found]
+
+        keys = self._call("list", prefix, find)
+        return [k for k in keys if TMP_MARK not in k.rsplit("/", 1)[-1]]
+
+    def delete(self, key: str) -> None:
+        def rm() -> None:
+            try:
+                self.fs.rm_file(self.path(key))
+            except FileNotFoundError:
+                pass
+
+        self._call("delete", key, rm)
+
+    # -- internals ---------------------------------------------------------
+
+    def _write(self, key: str, parts: Parts, exclusive: bool) -> None:
+        path = self.path(key)
+        if self.local:
+            self._write_local(path, parts, exclusive)
+        elif exclusive and isinstance(self.fs, MemoryFileSystem):
+            with self._create_lock:
+                if self.fs.exists(path):
+                    raise FileExistsError(path)
+                self.fs.pipe_file(path, b"".join(parts))
+        else:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if exclusive:  # If-None-Match: * on S3
+                self.fs.pipe_file(path, bytes(data), mode="create")
+            else:
+                self.fs.pipe_file(path, bytes(data))
+
+    def _write_local(self, path: str, parts: Parts, exclusive: bool) -> None:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            with open(tmp, "wb") as f:
+                for part in parts:
+                    f.write(part)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if exclusive:
+                os.link(tmp, path)  # atomic and fails when path exists
+                if self.fsync:
+                    _fsync_dir(directory)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+
+    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        try:
+            return self.retry.call(fn, f"{op} {self.url}/{key}")
+        except (FileNotFoundError, FileExistsError) as exc:
+            if _is_missing_bucket(exc):
+                raise StoreAccessError(
+                    f"store {self.url}: the bucket does not exist ({exc}): create it or fix the URL"
+                ) from exc
+            raise
+        except PermissionError as exc:
+            raise StoreAccessError(
+                f"store {self.url}: permission denied to {op} {key} ({exc}): check that the "
+                "credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, instance role) may "
+                f"{op} there, or that the folder is {'writable' if op in ('write', 'create', 'delete') else 'readable'}"
+            ) from exc
+        except OSError as exc:
+            if type(exc).__name__ == "NoCredentialsError" or "credentials" in str(exc).lower():
+                raise StoreAccessError(_no_credentials(self.url)) from exc
+            if exc.errno == 30:  # EROFS
+                raise StoreAccessError(
+                    f"store {self.url} is on a read-only file system: choose a writable --store"
+                ) from exc
+            raise StoreAccessError(f"store {self.url}: cannot {op} {key}: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "NoCredentialsError":
+                raise StoreAccessError(_no_credentials(self.url)) from exc
+            if type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp"):
+                raise StoreAccessError(f"store {self.url}: cannot {op} {key}: {exc}") from exc
+            raise
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_missing_bucket(exc: OSError) -> bool:
+    return "bucket" in str(exc).lower() and "not exist" in str(exc).lower()
+
+
+def _no_credentials(url: str) -> str:
+    return (
+        f"store {url}: no AWS credentials found: set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance role; for a public "
+        "bucket pass --store-option anon=true"
+    )

@@ -1,0 +1,648 @@
+"""The checkpoint store: write, read, list and delete checkpoints under one URL.
+
+Layout under the store root:
+
+    blobs/<hh>/<hash>              one chunk (codec tag + payload), hash = BLAKE3 of raw bytes
+    packs/<hh>/<hash>              many small chunks back to back, hash = BLAKE3 of the pack
+    sessions/<session>/<id>.ckpt   a signed manifest: the only commit point
+
+Blobs and packs are immutable and written before the manifest, which is
+created last and create-only. A crash at any instant therefore leaves either no
+new manifest or a complete one, and never touches an earlier checkpoint.
+"""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import metadata
+from typing import Any
+
+import blake3
+
+from nbferry.storage import chunks as ck
+from nbferry.storage.backend import Backend
+from nbferry.storage.errors import (
+    AmbiguousCheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    StoreError,
+)
+from nbferry.storage.ids import (
+    checkpoint_time,
+    is_checkpoint_id,
+    new_checkpoint_id,
+    normalize_id_prefix,
+    validate_session_id,
+)
+from nbferry.storage.location import default_store_url, fsspec_options
+from nbferry.storage.manifest import decode_manifest, encode_manifest
+from nbferry.storage.retry import RetryPolicy
+from nbferry.storage.signing import SigningKey, load_signing_key
+from nbferry.v1 import manifest_pb2 as pb
+
+PACK_THRESHOLD = 256 << 10  # chunks smaller than this go into packs
+PACK_TARGET = 8 << 20  # a pack is flushed once it holds this much
+MANIFEST_SUFFIX = ".ckpt"
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def nbferry_version() -> str:
+    try:
+        return metadata.version("nbferry")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class PodData:
+    """One pod's bytes: a pickle header plus out-of-band buffers."""
+
+    pod_id: str
+    header: bytes | bytearray | memoryview
+    buffers: Sequence[Any] = ()
+    variables: Sequence[str] = ()
+    serializer: str = "pickle"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    checkpoint_id: str
+    session_id: str
+    key: str
+
+    @property
+    def created(self) -> datetime:
+        return checkpoint_time(self.checkpoint_id)
+
+
+@dataclass
+class WriteResult:
+    checkpoint_id: str
+    session_id: str
+    parent_checkpoint_id: str
+    raw_bytes: int
+    stored_bytes: int
+    uploaded_bytes: int
+    reused_raw_bytes: int
+    chunks: int
+    chunks_uploaded: int
+    blobs_written: int
+    seconds: float
+
+
+@dataclass
+class _Chunk:
+    """A chunk of this checkpoint: where it goes and, once known, where it is."""
+
+    view: memoryview
+    hash: bytes = b""
+    ref: pb.ChunkRef | None = None
+    uses: list[pb.ChunkRef] = field(default_factory=list)  # manifest refs to fill in
+
+
+class Store:
+    """A checkpoint store at an fsspec URL. Thread-safe for concurrent reads."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        key: SigningKey | None = None,
+        workers: int | None = None,
+        chunk_size: int = ck.DEFAULT_CHUNK_SIZE,
+        retry: RetryPolicy | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.url = url or default_store_url()
+        self.backend = Backend(
+            self.url, fsspec_options(self.url, dict(options or {})), retry=retry, fsync=fsync
+        )
+        self.workers = workers or (4 if self.backend.local else 16)
+        self.chunk_size = chunk_size
+        self._key = key
+        self._key_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @property
+    def key(self) -> SigningKey:
+        with self._key_lock:
+            if self._key is None:
+                self._key = load_signing_key()
+            return self._key
+
+    # -- listing -------------------------------------------------------------
+
+    def list_checkpoints(self, session_id: str | None = None) -> list[CheckpointRef]:
+        """Committed checkpoints, oldest first (ids sort by creation time)."""
+        prefix = f"sessions/{validate_session_id(session_id)}/" if session_id else "sessions/"
+        refs = []
+        for key in self.backend.list(prefix):
+            parts = key.split("/")
+            if len(parts) != 3 or not parts[2].endswith(MANIFEST_SUFFIX):
+                continue
+            cid = parts[2][: -len(MANIFEST_SUFFIX)]
+            if is_checkpoint_id(cid):
+                refs.append(CheckpointRef(cid, parts[1], key))
+        return sorted(refs, key=lambda r: r.checkpoint_id)
+
+    def latest(self, session_id: str) -> CheckpointRef | None:
+        refs = self.list_checkpoints(session_id)
+        return refs[-1] if refs else None
+
+    def sessions(self) -> list[str]:
+        return sorted({r.session_id for r in self.list_checkpoints()})
+
+    def resolve(self, id_or_prefix: str, session_id: str | None = None) -> CheckpointRef:
+        """A checkpoint by full id, unique prefix, or 'latest' (with a session)."""
+        if id_or_prefix == "latest":
+            if not session_id:
+                raise CheckpointNotFoundError("'latest' needs a session id (--session)")
+            ref = self.latest(session_id)
+            if ref is None:
+                raise CheckpointNotFoundError(
+                    f"store {self.url} has no checkpoint for session {session_id!r}"
+                )
+            return ref
+        try:
+            prefix = normalize_id_prefix(id_or_prefix)
+        except ValueError as exc:
+            raise CheckpointNotFoundError(str(exc)) from exc
+        matches = [r for r in self.list_checkpoints(session_id) if r.checkpoint_id.startswith(prefix)]
+        if not matches:
+            raise CheckpointNotFoundError(
+                f"no checkpoint {id_or_prefix!r} in store {self.url}"
+                f"{f' for session {session_id!r}' if session_id else ''}: run `nbferry list` "
+                "to see the checkpoints there, or check --store"
+            )
+        if len(matches) > 1:
+            shown = ", ".join(r.checkpoint_id for r in matches[:5])
+            raise AmbiguousCheckpointError(
+                f"checkpoint prefix {id_or_prefix!r} matches {len(matches)} checkpoints "
+                f"({shown}{', ...' if len(matches) > 5 else ''}): type more characters"
+            )
+        return matches[0]
+
+    # -- manifests -------------------------------------------------------------
+
+    def read_manifest(self, checkpoint: str | CheckpointRef, verify: bool = True) -> pb.Manifest:
+        """The manifest of a checkpoint; with verify, its signature must check out.
+
+        Verification is what makes it safe to unpickle the checkpoint's pods;
+        listing and showing may skip it.
+        """
+        ref = checkpoint if isinstance(checkpoint, CheckpointRef) else self.resolve(checkpoint)
+        where = f"checkpoint {ref.checkpoint_id} ({self.url}/{ref.key})"
+        try:
+            data = self.backend.get(ref.key)
+        except FileNotFoundError as exc:
+            raise CheckpointNotFoundError(f"{where} no longer exists (deleted?)") from exc
+        decoded = decode_manifest(data, where)
+        if verify:
+            self.key.verify(decoded.body, decoded.signature, where)
+        manifest = decoded.manifest
+        if manifest.checkpoint_id != ref.checkpoint_id or manifest.session_id != ref.session_id:
+            raise CorruptCheckpointError(
+                f"{where} holds checkpoint {manifest.checkpoint_id} of session "
+                f"{manifest.session_id!r}: the file was moved or copied by hand"
+            )
+        return manifest
+
+    def signature_status(self, checkpoint: str | CheckpointRef) -> str:
+        """'verified', or why not (for display; never raises for a bad signature)."""
+        ref = checkpoint if isinstance(checkpoint, CheckpointRef) else self.resolve(checkpoint)
+        where = f"checkpoint {ref.checkpoint_id}"
+        decoded = decode_manifest(self.backend.get(ref.key), where)
+        try:
+            self.key.verify(decoded.body, decoded.signature, where)
+        except StoreError as exc:
+            return str(exc)
+        return "verified"
+
+    def delete_checkpoint(self, checkpoint: str | CheckpointRef) -> CheckpointRef:
+        """Remove a checkpoint's manifest; its blobs go at the next garbage collection."""
+        ref = checkpoint if isinstance(checkpoint, CheckpointRef) else self.resolve(checkpoint)
+        self.backend.delete(ref.key)
+        return ref
+
+    # -- writing ---------------------------------------------------------------
+
+    def write_checkpoint(
+        self,
+        session_id: str,
+        pods: Sequence[PodData],
+        *,
+        variables: Mapping[str, pb.VariableRef] | None = None,
+        skipped: Iterable[pb.SkippedVariable] = (),
+        plan: pb.Plan | None = None,
+        history: pb.History | None = None,
+        environment: pb.Environment | None = None,
+        message: str = "",
+        labels: Mapping[str, str] | None = None,
+        parent: str | None = "latest",
+        progress: Progress | None = None,
+    ) -> WriteResult:
+        """Upload the pods' missing chunks, then commit the manifest.
+
+        `parent="latest"` links to (and deduplicates against) the session's
+        latest checkpoint; pass an id, or None for no parent.
+        """
+        started = time.perf_counter()
+        validate_session_id(session_id)
+        parent_manifest = self._parent_manifest(session_id, parent)
+        checkpoint_id = new_checkpoint_id()
+        manifest = pb.Manifest(
+            checkpoint_id=checkpoint_id,
+            session_id=session_id,
+            parent_checkpoint_id=parent_manifest.checkpoint_id if parent_manifest else "",
+            producer=pb.Producer(
+                nbferry_version=nbferry_version(),
+                python_version=platform.python_version(),
+                platform=f"{sys.platform}-{platform.machine()}",
+                hostname=socket.gethostname(),
+            ),
+            message=message,
+            labels=dict(labels or {}),
+        )
+        manifest.created.GetCurrentTime()
+        manifest.labels.setdefault("user", _user())
+        for msg, target in ((plan, manifest.plan), (history, manifest.history)):
+            if msg is not None:
+                target.CopyFrom(msg)
+        if environment is not None:
+            manifest.environment.CopyFrom(environment)
+        manifest.skipped.extend(skipped)
+
+        table = self._lay_out(manifest, pods)
+        for name, ref in (variables or {}).items():
+            manifest.variables[name].CopyFrom(ref)
+        for pod in pods:
+            for name in pod.variables:
+                if name not in manifest.variables:
+                    manifest.variables[name].pod_id = pod.pod_id
+
+        stats = self._upload(table, _chunk_index(parent_manifest), progress)
+        stats.seconds = time.perf_counter() - started
+        manifest.stats.CopyFrom(stats)
+        self._commit(manifest)
+        stats.seconds = time.perf_counter() - started
+        return WriteResult(
+            checkpoint_id=checkpoint_id,
+            session_id=session_id,
+            parent_checkpoint_id=manifest.parent_checkpoint_id,
+            raw_bytes=stats.raw_bytes,
+            stored_bytes=stats.stored_bytes,
+            uploaded_bytes=stats.uploaded_bytes,
+            reused_raw_bytes=stats.reused_raw_bytes,
+            chunks=stats.chunks,
+            chunks_uploaded=stats.chunks_uploaded,
+            blobs_written=stats.blobs_written,
+            seconds=stats.seconds,
+        )
+
+    def _parent_manifest(self, session_id: str, parent: str | None) -> pb.Manifest | None:
+        if parent is None:
+            return None
+        ref = self.latest(session_id) if parent == "latest" else self.resolve(parent, session_id)
+        if ref is None:
+            return None
+        try:
+            return self.read_manifest(ref)
+        except StoreError:
+            # An unreadable or foreign parent is not trusted as a dedup index;
+            # the new checkpoint is then simply complete on its own.
+            return None
+
+    def _lay_out(self, manifest: pb.Manifest, pods: Sequence[PodData]) -> dict[bytes, _Chunk]:
+        """Add pods to the manifest and cut their bytes into chunks (no copies)."""
+        ordered: list[tuple[memoryview, pb.ChunkRef]] = []
+        seen_ids: set[str] = set()
+        for pod in pods:
+            if pod.pod_id in seen_ids:
+                raise ValueError(f"duplicate pod id {pod.pod_id!r}")
+            seen_ids.add(pod.pod_id)
+            msg = manifest.pods.add(id=pod.pod_id, serializer=pod.serializer)
+            msg.variables.extend(pod.variables)
+            for buf, target in [(pod.header, msg.header)] + [(b, msg.buffers.add()) for b in pod.buffers]:
+                view = ck.as_byte_view(buf)
+                target.size = len(view)
+                for piece in ck.split(view, self.chunk_size):
+                    ordered.append((piece, target.chunks.add(raw_size=len(piece))))
+        with ThreadPoolExecutor(self.workers) as pool:
+            hashes = list(pool.map(lambda item: ck.chunk_hash(item[0]), ordered))
+        table: dict[bytes, _Chunk] = {}
+        for (view, ref), digest in zip(ordered, hashes):
+            ref.hash = digest
+            table.setdefault(digest, _Chunk(view, digest)).uses.append(ref)
+        return table
+
+    def _upload(
+        self, table: dict[bytes, _Chunk], known: dict[bytes, pb.ChunkRef], progress: Progress | None
+    ) -> pb.WriteStats:
+        stats = pb.WriteStats(chunks=len(table))
+        total = sum(len(c.view) * len(c.uses) for c in table.values())
+        stats.raw_bytes = total
+        done = _Counter(total, progress)
+        missing: list[_Chunk] = []
+        for chunk in table.values():
+            if chunk.hash in known:
+                chunk.ref = known[chunk.hash]
+            else:
+                missing.append(chunk)
+        big = [c for c in missing if len(c.view) >= PACK_THRESHOLD]
+        with ThreadPoolExecutor(self.workers) as pool:
+            sizes = list(pool.map(lambda c: self.backend.size(_blob_key(c.hash)), big))
+            for chunk, size in zip(big, sizes):
+                if size is not None:  # already in the store, written by someone else
+                    chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
+            for chunk in table.values():
+                if chunk.ref is not None:
+                    stats.reused_raw_bytes += len(chunk.view) * len(chunk.uses)
+                    done.add(len(chunk.view) * len(chunk.uses))
+            todo = [c for c in missing if c.ref is None]
+            stats.chunks_uploaded = len(todo)
+            self._store_chunks(pool, todo, stats, done)
+        for chunk in table.values():
+            assert chunk.ref is not None
+            for use in chunk.uses:
+                use.stored_size = chunk.ref.stored_size
+                use.codec = chunk.ref.codec
+                use.pack = chunk.ref.pack
+                use.offset = chunk.ref.offset
+            stats.stored_bytes += chunk.ref.stored_size
+        return stats
+
+    def _store_chunks(
+        self, pool: ThreadPoolExecutor, todo: list[_Chunk], stats: pb.WriteStats, done: _Counter
+    ) -> None:
+        """Encode and upload chunks: big ones as blobs, small ones into packs.
+
+        At most 2 x workers encoded chunks (plus one pack) are in memory at once.
+        """
+        pack = _PackBuilder()
+        window = threading.BoundedSemaphore(self.workers)
+        uploads: list[Future[None]] = []
+
+        def upload(key: str, parts: list[Any]) -> None:
+            try:
+                self.backend.put(key, parts)
+            finally:
+                window.release()
+
+        def flush_pack() -> None:
+            if pack.size:
+                key, parts, size = pack.finish()
+                window.acquire()
+                uploads.append(pool.submit(upload, key, parts))
+                stats.uploaded_bytes += size
+                stats.blobs_written += 1
+
+        encoded = _bounded_map(pool, lambda c: ck.encode(c.view), todo, self.workers)
+        for chunk, (codec, payload) in zip(todo, encoded):
+            tag = bytes([codec])
+            stored = 1 + len(payload)
+            if len(chunk.view) >= PACK_THRESHOLD:
+                chunk.ref = pb.ChunkRef(stored_size=stored, codec=codec)
+                window.acquire()
+                uploads.append(pool.submit(upload, _blob_key(chunk.hash), [tag, payload]))
+                stats.uploaded_bytes += stored
+                stats.blobs_written += 1
+            else:
+                chunk.ref = pack.add(tag, bytes(payload), codec)
+                if pack.size >= PACK_TARGET:
+                    flush_pack()
+            done.add(len(chunk.view) * len(chunk.uses))
+            for fut in [f for f in uploads if f.done()]:
+                fut.result()  # surface errors early
+                uploads.remove(fut)
+        flush_pack()
+        for fut in uploads:
+            fut.result()
+
+    def _commit(self, manifest: pb.Manifest) -> None:
+        key = f"sessions/{manifest.session_id}/{manifest.checkpoint_id}{MANIFEST_SUFFIX}"
+        data = encode_manifest(manifest, self.key)
+        try:
+            self.backend.put_new(key, data)
+        except FileExistsError:
+            # A retried create whose first attempt landed is a success.
+            if self.backend.get(key) != data:
+                raise StoreError(f"store {self.url}: {key} already exists with other content") from None
+
+    # -- reading ---------------------------------------------------------------
+
+    def read_pods(
+        self,
+        manifest: pb.Manifest,
+        pod_ids: Iterable[str] | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, PodData]:
+        """Fetch, verify and decode pods; buffers come back as writable bytearrays.
+
+        Every chunk is checked against its BLAKE3 hash; any failure raises
+        CorruptCheckpointError naming the checkpoint, the object and the pod.
+        """
+        wanted = set(pod_ids) if pod_ids is not None else None
+        result: dict[str, PodData] = {}
+        # blob key -> [(chunk ref, output view, description)]
+        jobs: dict[str, list[tuple[pb.ChunkRef, memoryview, str]]] = defaultdict(list)
+        total = 0
+        for pod in manifest.pods:
+            if wanted is not None and pod.id not in wanted:
+                continue
+            names = ", ".join(pod.variables) or "-"
+            outs = []
+            for index, buf in enumerate([pod.header, *pod.buffers]):
+                out = bytearray(buf.size)
+                outs.append(out)
+                view, offset = memoryview(out), 0
+                what = "header" if index == 0 else f"buffer {index}"
+                for n, ref in enumerate(buf.chunks):
+                    if offset + ref.raw_size > buf.size:
+                        raise CorruptCheckpointError(
+                            f"checkpoint {manifest.checkpoint_id}: pod {pod.id} {what} has "
+                            "chunks larger than the buffer (damaged manifest)"
+                        )
+                    desc = f"chunk {n} of {what} of pod {pod.id} ({names})"
+                    jobs[_location(ref)].append((ref, view[offset : offset + ref.raw_size], desc))
+                    offset += ref.raw_size
+                    total += ref.raw_size
+                if offset != buf.size:
+                    raise CorruptCheckpointError(
+                        f"checkpoint {manifest.checkpoint_id}: pod {pod.id} {what} is missing "
+                        "chunks (damaged manifest)"
+                    )
+            result[pod.id] = PodData(pod.id, outs[0], outs[1:], list(pod.variables), pod.serializer)
+        if wanted is not None and wanted - result.keys():
+            raise CheckpointNotFoundError(
+                f"checkpoint {manifest.checkpoint_id} has no pod {sorted(wanted - result.keys())}"
+            )
+        done = _Counter(total, progress)
+        with ThreadPoolExecutor(self.workers) as pool:
+            for _ in _bounded_map(
+                pool,
+                lambda item: self._fetch_blob(manifest, item[0], item[1], done),
+                list(jobs.items()),
+                2 * self.workers,
+            ):
+                pass
+        return result
+
+    def _fetch_blob(
+        self,
+        manifest: pb.Manifest,
+        key: str,
+        items: list[tuple[pb.ChunkRef, memoryview, str]],
+        done: _Counter,
+    ) -> None:
+        is_pack = key.startswith("packs/")
+        start = min(ref.offset for ref, _, _ in items) if is_pack else 0
+        end = max(ref.offset + ref.stored_size for ref, _, _ in items) if is_pack else None
+        where = f"checkpoint {manifest.checkpoint_id} ({self.url})"
+        try:
+            data = self.backend.get(key, start, end)
+        except FileNotFoundError:
+            raise CorruptCheckpointError(
+                f"{where}: {key} ({items[0][2]}) is missing from the store: it was deleted by "
+                "hand or by a garbage collection; restore an earlier checkpoint "
+                f"(`nbferry list --session {manifest.session_id}`)"
+            ) from None
+        whole = memoryview(data)
+        for ref, out, desc in items:
+            lo = ref.offset - start
+            entry = whole[lo : lo + ref.stored_size]
+            problem = ""
+            if len(entry) != ref.stored_size or not len(entry):
+                problem = f"truncated: {len(entry)} of {ref.stored_size} bytes"
+            else:
+                try:
+                    ck.decode_into(entry[0], entry[1:], out)
+                except ValueError as exc:
+                    problem = f"cannot be decoded ({exc})"
+                else:
+                    if ck.chunk_hash(out) != ref.hash:
+                        problem = "content does not match its hash"
+            if problem:
+                raise CorruptCheckpointError(
+                    f"{where}: {key} ({desc}) is damaged: {problem}. Restore an earlier "
+                    f"checkpoint (`nbferry list --session {manifest.session_id}`) or write a new one"
+                )
+            done.add(ref.raw_size)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def open_store(url: str | None = None, options: Mapping[str, Any] | None = None, **kw: Any) -> Store:
+    """Open the store at `url` (default: $NBFERRY_STORE or a local folder)."""
+    return Store(url, options, **kw)
+
+
+def _blob_key(digest: bytes) -> str:
+    h = digest.hex()
+    return f"blobs/{h[:2]}/{h}"
+
+
+def _pack_key(digest: bytes) -> str:
+    h = digest.hex()
+    return f"packs/{h[:2]}/{h}"
+
+
+def _location(ref: pb.ChunkRef) -> str:
+    return _pack_key(ref.pack) if ref.pack else _blob_key(ref.hash)
+
+
+def _chunk_index(manifest: pb.Manifest | None) -> dict[bytes, pb.ChunkRef]:
+    """Chunks a (trusted) earlier manifest proves are in the store, by hash."""
+    index: dict[bytes, pb.ChunkRef] = {}
+    if manifest is not None:
+        for pod in manifest.pods:
+            for buf in [pod.header, *pod.buffers]:
+                for ref in buf.chunks:
+                    index.setdefault(ref.hash, ref)
+    return index
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+class _PackBuilder:
+    """Accumulates small encoded chunks into one pack blob."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.refs: list[pb.ChunkRef] = []
+        self.size = 0
+
+    def add(self, tag: bytes, payload: bytes, codec: int) -> pb.ChunkRef:
+        ref = pb.ChunkRef(stored_size=1 + len(payload), codec=codec, offset=self.size)
+        self.parts += [tag, payload]
+        self.refs.append(ref)
+        self.size += ref.stored_size
+        return ref
+
+    def finish(self) -> tuple[str, list[bytes], int]:
+        data = b"".join(self.parts)
+        digest = blake3.blake3(data).digest()
+        for ref in self.refs:
+            ref.pack = digest
+        size = self.size
+        self.parts, self.refs, self.size = [], [], 0
+        return _pack_key(digest), [data], size
+
+
+class _Counter:
+    """Thread-safe progress counter that forwards to a callback."""
+
+    def __init__(self, total: int, callback: Progress | None) -> None:
+        self.total, self.value, self.callback = total, 0, callback
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        if self.callback is None:
+            return
+        with self.lock:
+            self.value += n
+            value = self.value
+        self.callback(value, self.total)
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list[Any], window: int) -> Iterator[Any]:
+    """Like pool.map, in order, but with at most `window` tasks started ahead."""
+    pending: list[Future[Any]] = []
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            break
+    while pending:
+        fut = pending.pop(0)
+        try:
+            result = fut.result()
+        except BaseException:
+            for other in pending:
+                other.cancel()
+            raise
+        nxt = next(it, _END)
+        if nxt is not _END:
+            pending.append(pool.submit(fn, nxt))
+        yield result
+
+
+_END = object()
