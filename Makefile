@@ -17,6 +17,7 @@ test: $(VENV)/.installed lint proto-check
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Regenerate the Python bindings for proto/ (commit the result).
 proto: $(VENV)/.installed

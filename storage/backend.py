@@ -8,6 +8,7 @@ S3), so a crash never leaves a partial blob that a later writer would trust.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -73,7 +74,9 @@ class Backend:
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """Bytes [start, end) of a blob; FileNotFoundError when it does not exist."""
-        return self._call("read", key, lambda: self.fs.cat_file(self.path(key), start, end))
+        return self._call(
+            "read", key, lambda: self.fs.cat_file(self.path(key), start=start, end=end)
+        )
 
     def size(self, key: str) -> int | None:
         """Size of a blob, or None when it does not exist (one HEAD on S3)."""
@@ -103,10 +106,8 @@ class Backend:
 
     def delete(self, key: str) -> None:
         def rm() -> None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self.path(key))
-            except FileNotFoundError:
-                pass
 
         self._call("delete", key, rm)
 
@@ -159,10 +160,11 @@ class Backend:
                 ) from exc
             raise
         except PermissionError as exc:
+            access = "writable" if op in ("write", "create", "delete") else "readable"
             raise StoreAccessError(
                 f"store {self.url}: permission denied to {op} {key} ({exc}): check that the "
-                "credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, instance role) may "
-                f"{op} there, or that the folder is {'writable' if op in ('write', 'create', 'delete') else 'readable'}"
+                "credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, instance role) allow it, "
+                f"or that the folder is {access}"
             ) from exc
         except OSError as exc:
             if type(exc).__name__ == "NoCredentialsError" or "credentials" in str(exc).lower():

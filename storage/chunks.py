@@ -89,17 +89,13 @@ def decode_into(codec: int, stored: bytes | memoryview, out: memoryview) -> None
             raise ValueError(f"stored {len(stored)} bytes, expected {len(out)}")
         out[:] = stored
     elif codec == pb.CODEC_ZSTD:
+        # decompress() then one copy beats stream_reader().readinto() ~3x here.
         try:
-            reader = _decompressor().stream_reader(stored, read_across_frames=False)
-            filled = 0
-            while filled < len(out):
-                n = reader.readinto(out[filled:])
-                if not n:
-                    break
-                filled += n
+            raw = _decompressor().decompress(stored, max_output_size=len(out))
         except zstandard.ZstdError as exc:
             raise ValueError(f"zstd: {exc}") from exc
-        if filled != len(out) or reader.read(1):
-            raise ValueError(f"decoded size differs from the recorded {len(out)} bytes")
+        if len(raw) != len(out):
+            raise ValueError(f"decoded {len(raw)} bytes, expected {len(out)}")
+        out[:] = raw
     else:
         raise ValueError(f"unknown codec {codec}")

@@ -86,6 +86,8 @@ class RetryPolicy:
                 if attempt + 1 >= self.attempts or not is_transient(exc):
                     raise
                 wait = self.delay(attempt)
-                log.info("transient error on %s (%s); retry %d in %.2fs", what, exc, attempt + 1, wait)
+                log.info(
+                    "transient error on %s (%s); retry %d in %.2fs", what, exc, attempt + 1, wait
+                )
                 time.sleep(wait)
         raise AssertionError("unreachable")

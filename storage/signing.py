@@ -50,7 +50,9 @@ class SigningKey:
                 "write it again with this version of nbferry"
             )
         if signature.algorithm != ALGORITHM:
-            raise SignatureError(f"{where} uses unknown signature algorithm {signature.algorithm!r}")
+            raise SignatureError(
+                f"{where} uses unknown signature algorithm {signature.algorithm!r}"
+            )
         expected = hmac.new(self.secret, body, hashlib.sha256).digest()
         if hmac.compare_digest(expected, signature.value):
             return
@@ -60,7 +62,9 @@ class SigningKey:
                 f"({self.source}) is {self.key_id}: give both hosts the same key by setting "
                 f"{ENV_KEY} or copying the key file"
             )
-        raise SignatureError(f"{where} has an invalid signature: it was modified after it was written")
+        raise SignatureError(
+            f"{where} has an invalid signature: it was modified after it was written"
+        )
 
 
 def load_signing_key(create: bool = True) -> SigningKey:

@@ -180,7 +180,9 @@ class Store:
             prefix = normalize_id_prefix(id_or_prefix)
         except ValueError as exc:
             raise CheckpointNotFoundError(str(exc)) from exc
-        matches = [r for r in self.list_checkpoints(session_id) if r.checkpoint_id.startswith(prefix)]
+        matches = [
+            r for r in self.list_checkpoints(session_id) if r.checkpoint_id.startswith(prefix)
+        ]
         if not matches:
             raise CheckpointNotFoundError(
                 f"no checkpoint {id_or_prefix!r} in store {self.url}"
@@ -335,7 +337,9 @@ class Store:
             seen_ids.add(pod.pod_id)
             msg = manifest.pods.add(id=pod.pod_id, serializer=pod.serializer)
             msg.variables.extend(pod.variables)
-            for buf, target in [(pod.header, msg.header)] + [(b, msg.buffers.add()) for b in pod.buffers]:
+            for buf, target in [(pod.header, msg.header)] + [
+                (b, msg.buffers.add()) for b in pod.buffers
+            ]:
                 view = ck.as_byte_view(buf)
                 target.size = len(view)
                 for piece in ck.split(view, self.chunk_size):
@@ -343,7 +347,7 @@ class Store:
         with ThreadPoolExecutor(self.workers) as pool:
             hashes = list(pool.map(lambda item: ck.chunk_hash(item[0]), ordered))
         table: dict[bytes, _Chunk] = {}
-        for (view, ref), digest in zip(ordered, hashes):
+        for (view, ref), digest in zip(ordered, hashes, strict=True):
             ref.hash = digest
             table.setdefault(digest, _Chunk(view, digest)).uses.append(ref)
         return table
@@ -364,7 +368,7 @@ class Store:
         big = [c for c in missing if len(c.view) >= PACK_THRESHOLD]
         with ThreadPoolExecutor(self.workers) as pool:
             sizes = list(pool.map(lambda c: self.backend.size(_blob_key(c.hash)), big))
-            for chunk, size in zip(big, sizes):
+            for chunk, size in zip(big, sizes, strict=True):
                 if size is not None:  # already in the store, written by someone else
                     chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
             for chunk in table.values():
@@ -410,7 +414,7 @@ class Store:
                 stats.blobs_written += 1
 
         encoded = _bounded_map(pool, lambda c: ck.encode(c.view), todo, self.workers)
-        for chunk, (codec, payload) in zip(todo, encoded):
+        for chunk, (codec, payload) in zip(todo, encoded, strict=True):
             tag = bytes([codec])
             stored = 1 + len(payload)
             if len(chunk.view) >= PACK_THRESHOLD:
@@ -439,7 +443,9 @@ class Store:
         except FileExistsError:
             # A retried create whose first attempt landed is a success.
             if self.backend.get(key) != data:
-                raise StoreError(f"store {self.url}: {key} already exists with other content") from None
+                raise StoreError(
+                    f"store {self.url}: {key} already exists with other content"
+                ) from None
 
     # -- reading ---------------------------------------------------------------
 
@@ -537,7 +543,8 @@ class Store:
             if problem:
                 raise CorruptCheckpointError(
                     f"{where}: {key} ({desc}) is damaged: {problem}. Restore an earlier "
-                    f"checkpoint (`nbferry list --session {manifest.session_id}`) or write a new one"
+                    f"checkpoint (`nbferry list --session {manifest.session_id}`) "
+                    "or write a new one"
                 )
             done.add(ref.raw_size)
 
@@ -545,7 +552,9 @@ class Store:
 # -- helpers -------------------------------------------------------------------
 
 
-def open_store(url: str | None = None, options: Mapping[str, Any] | None = None, **kw: Any) -> Store:
+def open_store(
+    url: str | None = None, options: Mapping[str, Any] | None = None, **kw: Any
+) -> Store:
     """Open the store at `url` (default: $NBFERRY_STORE or a local folder)."""
     return Store(url, options, **kw)
 
@@ -623,7 +632,9 @@ class _Counter:
         self.callback(value, self.total)
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list[Any], window: int) -> Iterator[Any]:
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: list[Any], window: int
+) -> Iterator[Any]:
     """Like pool.map, in order, but with at most `window` tasks started ahead."""
     pending: list[Future[Any]] = []
     it = iter(items)
