@@ -4,13 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/nbferry/v1/*.proto)
 
-.PHONY: test lint proto proto-check bench clean
+.PHONY: demo test lint proto proto-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# The README's main command: a round trip through the default local store.
+demo: $(VENV)/.installed
+	$(VENV)/bin/nbferry demo
 
 test: $(VENV)/.installed lint proto-check
 	$(PY) -m pytest -q

@@ -50,6 +50,8 @@ class Backend:
             ) from exc
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
+        if "s3" in _protocols(self.fs):
+            self.fs.retries = 2  # s3fs's own retry loop (a class attribute); ours backs off
         self._create_lock = threading.Lock()  # memory:// has no atomic create
 
     # -- paths -------------------------------------------------------------
@@ -63,6 +65,27 @@ class Backend:
         return path[len(prefix) :] if path.startswith(prefix) else path
 
     # -- operations --------------------------------------------------------
+
+    def prepare_write(self) -> None:
+        """Fail early, with the fix, when a local store root cannot be a folder."""
+        if not self.local:
+            return
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise StoreAccessError(
+                f"store {self.url}: {exc.filename} exists and is not a folder: "
+                "choose another --store"
+            ) from exc
+        except PermissionError as exc:
+            raise StoreAccessError(
+                f"store {self.url}: permission denied creating {self.root}: "
+                "choose a folder you can write to"
+            ) from exc
+        if not os.access(self.root, os.W_OK):
+            raise StoreAccessError(
+                f"store {self.url}: {self.root} is not writable: choose a folder you can write to"
+            )
 
     def put(self, key: str, parts: Parts) -> None:
         """Write a blob atomically; overwriting is allowed (content-addressed keys)."""
@@ -180,6 +203,11 @@ class Backend:
             if type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp"):
                 raise StoreAccessError(f"store {self.url}: cannot {op} {key}: {exc}") from exc
             raise
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -49,6 +49,9 @@ def fsspec_options(url: str, options: dict[str, Any] | None = None) -> dict[str,
 
     For S3: `endpoint_url` (option or $NBFERRY_S3_ENDPOINT_URL) goes to the
     client, and listing caches are off so checkpoints written elsewhere show up.
+    botocore and s3fs each retry on their own; nbferry's RetryPolicy is the one
+    place that backs off, so theirs are kept short (see Backend) — otherwise a
+    refused connection takes a minute to report.
     """
     opts = dict(options or {})
     if url.split("://", 1)[0] in ("s3", "s3a"):
@@ -56,4 +59,7 @@ def fsspec_options(url: str, options: dict[str, Any] | None = None) -> dict[str,
         if endpoint:
             opts.setdefault("client_kwargs", {})["endpoint_url"] = endpoint
         opts.setdefault("use_listings_cache", False)
+        config = opts.setdefault("config_kwargs", {})
+        config.setdefault("retries", {"max_attempts": 2, "mode": "standard"})
+        config.setdefault("connect_timeout", 10)
     return opts

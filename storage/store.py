@@ -263,6 +263,7 @@ class Store:
         """
         started = time.perf_counter()
         validate_session_id(session_id)
+        self.backend.prepare_write()
         parent_manifest = self._parent_manifest(session_id, parent)
         checkpoint_id = new_checkpoint_id()
         manifest = pb.Manifest(

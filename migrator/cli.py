@@ -1,0 +1,181 @@
+"""The `nbferry` command line.
+
+Exit codes: 0 success, 1 the operation failed (the message says why and what
+to do), 2 the command line was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from nbferry.migrator.report import checkpoint_summary, human_size, render_show, table
+from nbferry.storage import (
+    CheckpointRef,
+    Store,
+    StoreError,
+    default_store_url,
+    open_store,
+    parse_options,
+)
+from nbferry.storage.store import nbferry_version
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL: file:///path, s3://bucket/prefix, memory://name, ... "
+        "(default: $NBFERRY_STORE, else a folder under your user data directory)",
+    )
+    parser.add_argument(
+        "--store-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="fsspec option for the store, repeatable (e.g. endpoint_url=http://host:9000, "
+        "anon=true, profile=dev)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _open(args: argparse.Namespace) -> Store:
+    return open_store(args.store or default_store_url(), parse_options(args.store_option))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    refs = store.list_checkpoints(args.session)
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(lambda ref: _list_row(store, ref), refs))
+    if args.json:
+        _print_json({"store": store.url, "checkpoints": rows})
+        return EXIT_OK
+    if not rows:
+        where = f" for session {args.session!r}" if args.session else ""
+        print(f"no checkpoints in {store.url}{where}")
+        return EXIT_OK
+    print(
+        table(
+            [
+                (
+                    r["checkpoint_id"],
+                    r["session_id"],
+                    r["created"][:19].replace("T", " "),
+                    str(r.get("variables", "?")),
+                    human_size(r["raw_bytes"]) if "raw_bytes" in r else "?",
+                    human_size(r["stored_bytes"]) if "stored_bytes" in r else "?",
+                    r.get("message") or (f"UNREADABLE: {r['error']}" if "error" in r else ""),
+                )
+                for r in rows
+            ],
+            ("CHECKPOINT", "SESSION", "CREATED (UTC)", "VARS", "RAW", "STORED", "MESSAGE"),
+        )
+    )
+    return EXIT_OK
+
+
+def _list_row(store: Store, ref: CheckpointRef) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "checkpoint_id": ref.checkpoint_id,
+        "session_id": ref.session_id,
+        "created": ref.created.isoformat().replace("+00:00", "Z"),
+    }
+    try:
+        manifest = store.read_manifest(ref, verify=False)
+    except StoreError as exc:  # one damaged checkpoint must not hide the others
+        row["error"] = str(exc)
+        return row
+    row.update(
+        variables=len(manifest.variables),
+        raw_bytes=manifest.stats.raw_bytes,
+        stored_bytes=manifest.stats.stored_bytes,
+        parent_checkpoint_id=manifest.parent_checkpoint_id or None,
+        message=manifest.message,
+    )
+    return row
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _open(args)
+    ref = store.resolve(args.checkpoint, args.session)
+    manifest = store.read_manifest(ref, verify=False)
+    summary = checkpoint_summary(manifest)
+    signature = store.signature_status(ref)
+    summary["signature"] = signature
+    summary["store"] = store.url
+    if args.json:
+        _print_json(summary)
+    else:
+        print(render_show(summary, signature))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nbferry.migrator.demo import render, run_demo
+
+    result = run_demo(_open(args))
+    if args.json:
+        _print_json(result)
+    else:
+        print(render(result))
+    return EXIT_OK if result["all_equal"] else EXIT_FAILED
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbferry",
+        description="Move live Jupyter/IPython sessions between machines through object storage.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbferry {nbferry_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="list checkpoints in a store")
+    p.add_argument("--session", metavar="ID", help="only this session's checkpoints")
+    _store_args(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="show one checkpoint: pods, sizes, chunks, sharing")
+    p.add_argument("checkpoint", help="checkpoint id, a unique prefix of one, or 'latest'")
+    p.add_argument("--session", metavar="ID", help="session for 'latest' or to narrow the prefix")
+    _store_args(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "demo", help="checkpoint sample data to the store twice and restore it (needs pandas)"
+    )
+    _store_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except StoreError as exc:
+        print(f"nbferry: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:  # bad option values, session ids, ...
+        print(f"nbferry: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nbferry: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

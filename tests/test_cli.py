@@ -1,0 +1,121 @@
+"""`nbferry list` and `nbferry show`, run as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import to_pod
+from nbferry.storage import open_store
+
+NBFERRY = str(Path(sys.executable).with_name("nbferry"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NBFERRY, *args], capture_output=True, text=True, timeout=120)
+
+
+def _fill(url: str, options: dict | None = None) -> list[str]:
+    store = open_store(url, options)
+    big = np.random.default_rng(3).random(1_000_000)
+    first = store.write_checkpoint("alice-nb", [to_pod("p0", big, ["big"])], message="first")
+    second = store.write_checkpoint(
+        "alice-nb",
+        [to_pod("p0", big, ["big"]), to_pod("p1", list(range(10)), ["small"])],
+        message="second",
+    )
+    other = store.write_checkpoint("bob-nb", [to_pod("p0", {"x": 1}, ["x"])])
+    return [first.checkpoint_id, second.checkpoint_id, other.checkpoint_id]
+
+
+def test_list_and_show_on_a_folder(tmp_path: Path) -> None:
+    url = (tmp_path / "store").as_uri()
+    first, second, other = _fill(url)
+
+    out = run("list", "--store", url)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["CHECKPOINT", "SESSION", "CREATED"]
+    assert [line.split()[0] for line in lines[1:]] == sorted([first, second, other])
+
+    data = json.loads(run("list", "--store", url, "--session", "alice-nb", "--json").stdout)
+    assert [c["checkpoint_id"] for c in data["checkpoints"]] == [first, second]
+    assert data["checkpoints"][1]["parent_checkpoint_id"] == first
+    assert data["checkpoints"][1]["variables"] == 2
+
+    shown = json.loads(run("show", second[:14], "--store", url, "--json").stdout)
+    assert shown["checkpoint_id"] == second and shown["signature"] == "verified"
+    assert shown["chunks_uploaded"] < shown["chunks"]  # the big array was shared
+    assert shown["shared_raw_bytes"] >= 8_000_000
+    assert {p["pod_id"] for p in shown["pods"]} == {"p0", "p1"}
+    assert shown["variables"]["small"]["pod_id"] == "p1"
+
+    human = run("show", "latest", "--session", "alice-nb", "--store", url)
+    assert human.returncode == 0, human.stderr
+    assert f"checkpoint  {second}" in human.stdout
+    assert "shared" in human.stdout and "message     second" in human.stdout
+
+
+def test_list_on_s3_with_store_option(s3_endpoint: str, s3_bucket: str) -> None:
+    url = f"s3://{s3_bucket}/cli"
+    ids = _fill(url, {"endpoint_url": s3_endpoint})
+    out = run("list", "--store", url, "--store-option", f"endpoint_url={s3_endpoint}", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [c["checkpoint_id"] for c in json.loads(out.stdout)["checkpoints"]] == sorted(ids)
+
+
+def test_errors_and_exit_codes(tmp_path: Path) -> None:
+    url = (tmp_path / "store").as_uri()
+    first, second, _ = _fill(url)
+
+    missing = run("show", "ZZZZZZ", "--store", url)
+    assert missing.returncode == 1
+    assert "no checkpoint 'ZZZZZZ'" in missing.stderr and "nbferry list" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    ambiguous = run("show", first[:2], "--store", url)
+    assert ambiguous.returncode == 1 and "matches 3 checkpoints" in ambiguous.stderr
+
+    bad_option = run("list", "--store", url, "--store-option", "novalue")
+    assert bad_option.returncode == 2 and "is not key=value" in bad_option.stderr
+
+    assert run("frobnicate").returncode == 2
+
+    # A damaged manifest is reported in the listing; the others still show.
+    victim = tmp_path / "store" / "sessions" / "alice-nb" / f"{first}.ckpt"
+    victim.write_bytes(victim.read_bytes()[:40])
+    listing = run("list", "--store", url)
+    assert listing.returncode == 0, listing.stderr
+    assert "UNREADABLE" in listing.stdout and "truncated" in listing.stdout
+    assert second in listing.stdout
+    shown = run("show", first, "--store", url)
+    assert shown.returncode == 1 and first in shown.stderr and "truncated" in shown.stderr
+
+
+def test_empty_store_and_default_store(tmp_path: Path) -> None:
+    env_store = (tmp_path / "env-store").as_uri()
+    out = subprocess.run(
+        [NBFERRY, "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "NBFERRY_STORE": env_store},
+    )
+    assert out.returncode == 0 and f"no checkpoints in {env_store}" in out.stdout
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("nbferry ")
+
+
+def test_demo_round_trip(tmp_path: Path) -> None:
+    out = run("demo", "--store", (tmp_path / "demo").as_uri(), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["all_equal"] is True
+    first, second = result["checkpoints"]
+    assert first["chunks_uploaded"] == first["chunks"]
+    assert second["chunks_uploaded"] <= 2  # only the edited 4 MiB of `weights`
+    assert {v["name"] for v in result["variables"]} == {"df", "weights", "counts", "config"}
