@@ -98,6 +98,7 @@ class WriteResult:
     chunks_uploaded: int
     blobs_written: int
     seconds: float
+    manifest: pb.Manifest = field(repr=False, default_factory=pb.Manifest)
 
 
 @dataclass
@@ -248,6 +249,7 @@ class Store:
         *,
         variables: Mapping[str, pb.VariableRef] | None = None,
         skipped: Iterable[pb.SkippedVariable] = (),
+        modules: Iterable[pb.ModuleBinding] = (),
         plan: pb.Plan | None = None,
         history: pb.History | None = None,
         environment: pb.Environment | None = None,
@@ -287,6 +289,7 @@ class Store:
         if environment is not None:
             manifest.environment.CopyFrom(environment)
         manifest.skipped.extend(skipped)
+        manifest.modules.extend(modules)
 
         table = self._lay_out(manifest, pods)
         for name, ref in (variables or {}).items():
@@ -313,6 +316,7 @@ class Store:
             chunks_uploaded=stats.chunks_uploaded,
             blobs_written=stats.blobs_written,
             seconds=stats.seconds,
+            manifest=manifest,
         )
 
     def _parent_manifest(self, session_id: str, parent: str | None) -> pb.Manifest | None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nbferry/v1/manifest.proto\x12\nnbferry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x0cManifestFile\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12%\n\nbody_codec\x18\x02 \x01(\x0e\x32\x11.nbferry.v1.Codec\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62ody_blake3\x18\x04 \x01(\x0c\x12(\n\tsignature\x18\x05 \x01(\x0b\x32\x15.nbferry.v1.Signature\"=\n\tSignature\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\"\x9d\x05\n\x08Manifest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1c\n\x14parent_checkpoint_id\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08producer\x18\x06 \x01(\x0b\x32\x14.nbferry.v1.Producer\x12\x36\n\tvariables\x18\x07 \x03(\x0b\x32#.nbferry.v1.Manifest.VariablesEntry\x12\x1d\n\x04pods\x18\x08 \x03(\x0b\x32\x0f.nbferry.v1.Pod\x12,\n\x07skipped\x18\t \x03(\x0b\x32\x1b.nbferry.v1.SkippedVariable\x12\x1e\n\x04plan\x18\n \x01(\x0b\x32\x10.nbferry.v1.Plan\x12$\n\x07history\x18\x0b \x01(\x0b\x32\x13.nbferry.v1.History\x12,\n\x0b\x65nvironment\x18\x0c \x01(\x0b\x32\x17.nbferry.v1.Environment\x12\x0f\n\x07message\x18\r \x01(\t\x12\x30\n\x06labels\x18\x0e \x03(\x0b\x32 .nbferry.v1.Manifest.LabelsEntry\x12%\n\x05stats\x18\x0f \x01(\x0b\x32\x16.nbferry.v1.WriteStats\x1aI\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.nbferry.v1.VariableRef:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\x08Producer\x12\x17\n\x0fnbferry_version\x18\x01 \x01(\t\x12\x16\n\x0epython_version\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\"E\n\x0bVariableRef\x12\x0e\n\x06pod_id\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\x0c\"B\n\x0fSkippedVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x81\x01\n\x03Pod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tvariables\x18\x02 \x03(\t\x12\x12\n\nserializer\x18\x03 \x01(\t\x12\"\n\x06header\x18\x04 \x01(\x0b\x32\x12.nbferry.v1.Buffer\x12#\n\x07\x62uffers\x18\x05 \x03(\x0b\x32\x12.nbferry.v1.Buffer\"<\n\x06\x42uffer\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12$\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x14.nbferry.v1.ChunkRef\"\x7f\n\x08\x43hunkRef\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x10\n\x08raw_size\x18\x02 \x01(\x04\x12\x13\n\x0bstored_size\x18\x03 \x01(\x04\x12 \n\x05\x63odec\x18\x04 \x01(\x0e\x32\x11.nbferry.v1.Codec\x12\x0c\n\x04pack\x18\x05 \x01(\x0c\x12\x0e\n\x06offset\x18\x06 \x01(\x04\"\xb9\x01\n\x04Plan\x12\x0e\n\x06stored\x18\x01 \x03(\t\x12\x12\n\nrecomputed\x18\x02 \x03(\t\x12\x13\n\x0brerun_cells\x18\x03 \x03(\r\x12$\n\x1cpredicted_checkpoint_seconds\x18\x04 \x01(\x01\x12!\n\x19predicted_restore_seconds\x18\x05 \x01(\x01\x12/\n\ninfeasible\x18\x06 \x03(\x0b\x32\x1b.nbferry.v1.SkippedVariable\"3\n\x07History\x12(\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x19.nbferry.v1.CellExecution\"\xdf\x01\n\rCellExecution\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0f\x65xecution_count\x18\x02 \x01(\r\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x17\n\x0fruntime_seconds\x18\x04 \x01(\x01\x12\x0e\n\x06raised\x18\x05 \x01(\x08\x12\r\n\x05reads\x18\x06 \x03(\t\x12\x0e\n\x06writes\x18\x07 \x03(\t\x12\x0f\n\x07\x64\x65letes\x18\x08 \x03(\t\x12\x0f\n\x07mutated\x18\t \x03(\t\x12,\n\x0cside_effects\x18\n \x03(\x0b\x32\x16.nbferry.v1.SideEffect\"c\n\nSideEffect\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12)\n\x05mtime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x02\n\x0b\x45nvironment\x12\x37\n\x08packages\x18\x01 \x03(\x0b\x32%.nbferry.v1.Environment.PackagesEntry\x12\x0b\n\x03\x63wd\x18\x02 \x01(\t\x12\x10\n\x08sys_path\x18\x03 \x03(\t\x12\x36\n\x08\x65nv_vars\x18\x04 \x03(\x0b\x32$.nbferry.v1.Environment.EnvVarsEntry\x12\x19\n\x11python_executable\x18\x05 \x01(\t\x1a/\n\rPackagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x45nvVarsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\nWriteStats\x12\x11\n\traw_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cstored_bytes\x18\x02 \x01(\x04\x12\x16\n\x0euploaded_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\r\x12\x17\n\x0f\x63hunks_uploaded\x18\x05 \x01(\r\x12\x15\n\rblobs_written\x18\x06 \x01(\r\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\x12\x18\n\x10reused_raw_bytes\x18\x08 \x01(\x04*=\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\r\n\tCODEC_RAW\x10\x01\x12\x0e\n\nCODEC_ZSTD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nbferry/v1/manifest.proto\x12\nnbferry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x0cManifestFile\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12%\n\nbody_codec\x18\x02 \x01(\x0e\x32\x11.nbferry.v1.Codec\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62ody_blake3\x18\x04 \x01(\x0c\x12(\n\tsignature\x18\x05 \x01(\x0b\x32\x15.nbferry.v1.Signature\"=\n\tSignature\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\"\xc9\x05\n\x08Manifest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1c\n\x14parent_checkpoint_id\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08producer\x18\x06 \x01(\x0b\x32\x14.nbferry.v1.Producer\x12\x36\n\tvariables\x18\x07 \x03(\x0b\x32#.nbferry.v1.Manifest.VariablesEntry\x12\x1d\n\x04pods\x18\x08 \x03(\x0b\x32\x0f.nbferry.v1.Pod\x12,\n\x07skipped\x18\t \x03(\x0b\x32\x1b.nbferry.v1.SkippedVariable\x12\x1e\n\x04plan\x18\n \x01(\x0b\x32\x10.nbferry.v1.Plan\x12$\n\x07history\x18\x0b \x01(\x0b\x32\x13.nbferry.v1.History\x12,\n\x0b\x65nvironment\x18\x0c \x01(\x0b\x32\x17.nbferry.v1.Environment\x12\x0f\n\x07message\x18\r \x01(\t\x12\x30\n\x06labels\x18\x0e \x03(\x0b\x32 .nbferry.v1.Manifest.LabelsEntry\x12%\n\x05stats\x18\x0f \x01(\x0b\x32\x16.nbferry.v1.WriteStats\x12*\n\x07modules\x18\x10 \x03(\x0b\x32\x19.nbferry.v1.ModuleBinding\x1aI\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.nbferry.v1.VariableRef:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\rModuleBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x14\n\x0c\x64istribution\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"_\n\x08Producer\x12\x17\n\x0fnbferry_version\x18\x01 \x01(\t\x12\x16\n\x0epython_version\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\"E\n\x0bVariableRef\x12\x0e\n\x06pod_id\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\x0c\"B\n\x0fSkippedVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x81\x01\n\x03Pod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tvariables\x18\x02 \x03(\t\x12\x12\n\nserializer\x18\x03 \x01(\t\x12\"\n\x06header\x18\x04 \x01(\x0b\x32\x12.nbferry.v1.Buffer\x12#\n\x07\x62uffers\x18\x05 \x03(\x0b\x32\x12.nbferry.v1.Buffer\"<\n\x06\x42uffer\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12$\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x14.nbferry.v1.ChunkRef\"\x7f\n\x08\x43hunkRef\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x10\n\x08raw_size\x18\x02 \x01(\x04\x12\x13\n\x0bstored_size\x18\x03 \x01(\x04\x12 \n\x05\x63odec\x18\x04 \x01(\x0e\x32\x11.nbferry.v1.Codec\x12\x0c\n\x04pack\x18\x05 \x01(\x0c\x12\x0e\n\x06offset\x18\x06 \x01(\x04\"\xb9\x01\n\x04Plan\x12\x0e\n\x06stored\x18\x01 \x03(\t\x12\x12\n\nrecomputed\x18\x02 \x03(\t\x12\x13\n\x0brerun_cells\x18\x03 \x03(\r\x12$\n\x1cpredicted_checkpoint_seconds\x18\x04 \x01(\x01\x12!\n\x19predicted_restore_seconds\x18\x05 \x01(\x01\x12/\n\ninfeasible\x18\x06 \x03(\x0b\x32\x1b.nbferry.v1.SkippedVariable\"3\n\x07History\x12(\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x19.nbferry.v1.CellExecution\"\xdf\x01\n\rCellExecution\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0f\x65xecution_count\x18\x02 \x01(\r\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x17\n\x0fruntime_seconds\x18\x04 \x01(\x01\x12\x0e\n\x06raised\x18\x05 \x01(\x08\x12\r\n\x05reads\x18\x06 \x03(\t\x12\x0e\n\x06writes\x18\x07 \x03(\t\x12\x0f\n\x07\x64\x65letes\x18\x08 \x03(\t\x12\x0f\n\x07mutated\x18\t \x03(\t\x12,\n\x0cside_effects\x18\n \x03(\x0b\x32\x16.nbferry.v1.SideEffect\"c\n\nSideEffect\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12)\n\x05mtime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x02\n\x0b\x45nvironment\x12\x37\n\x08packages\x18\x01 \x03(\x0b\x32%.nbferry.v1.Environment.PackagesEntry\x12\x0b\n\x03\x63wd\x18\x02 \x01(\t\x12\x10\n\x08sys_path\x18\x03 \x03(\t\x12\x36\n\x08\x65nv_vars\x18\x04 \x03(\x0b\x32$.nbferry.v1.Environment.EnvVarsEntry\x12\x19\n\x11python_executable\x18\x05 \x01(\t\x1a/\n\rPackagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x45nvVarsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\nWriteStats\x12\x11\n\traw_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cstored_bytes\x18\x02 \x01(\x04\x12\x16\n\x0euploaded_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\r\x12\x17\n\x0f\x63hunks_uploaded\x18\x05 \x01(\r\x12\x15\n\rblobs_written\x18\x06 \x01(\r\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\x12\x18\n\x10reused_raw_bytes\x18\x08 \x01(\x04*=\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\r\n\tCODEC_RAW\x10\x01\x12\x0e\n\nCODEC_ZSTD\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,44 +40,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVIRONMENT_PACKAGESENTRY']._serialized_options = b'8\001'
   _globals['_ENVIRONMENT_ENVVARSENTRY']._loaded_options = None
   _globals['_ENVIRONMENT_ENVVARSENTRY']._serialized_options = b'8\001'
-  _globals['_CODEC']._serialized_start=2564
-  _globals['_CODEC']._serialized_end=2625
+  _globals['_CODEC']._serialized_start=2694
+  _globals['_CODEC']._serialized_end=2755
   _globals['_MANIFESTFILE']._serialized_start=75
   _globals['_MANIFESTFILE']._serialized_end=229
   _globals['_SIGNATURE']._serialized_start=231
   _globals['_SIGNATURE']._serialized_end=292
   _globals['_MANIFEST']._serialized_start=295
-  _globals['_MANIFEST']._serialized_end=964
-  _globals['_MANIFEST_VARIABLESENTRY']._serialized_start=844
-  _globals['_MANIFEST_VARIABLESENTRY']._serialized_end=917
-  _globals['_MANIFEST_LABELSENTRY']._serialized_start=919
-  _globals['_MANIFEST_LABELSENTRY']._serialized_end=964
-  _globals['_PRODUCER']._serialized_start=966
-  _globals['_PRODUCER']._serialized_end=1061
-  _globals['_VARIABLEREF']._serialized_start=1063
-  _globals['_VARIABLEREF']._serialized_end=1132
-  _globals['_SKIPPEDVARIABLE']._serialized_start=1134
-  _globals['_SKIPPEDVARIABLE']._serialized_end=1200
-  _globals['_POD']._serialized_start=1203
-  _globals['_POD']._serialized_end=1332
-  _globals['_BUFFER']._serialized_start=1334
-  _globals['_BUFFER']._serialized_end=1394
-  _globals['_CHUNKREF']._serialized_start=1396
-  _globals['_CHUNKREF']._serialized_end=1523
-  _globals['_PLAN']._serialized_start=1526
-  _globals['_PLAN']._serialized_end=1711
-  _globals['_HISTORY']._serialized_start=1713
-  _globals['_HISTORY']._serialized_end=1764
-  _globals['_CELLEXECUTION']._serialized_start=1767
-  _globals['_CELLEXECUTION']._serialized_end=1990
-  _globals['_SIDEEFFECT']._serialized_start=1992
-  _globals['_SIDEEFFECT']._serialized_end=2091
-  _globals['_ENVIRONMENT']._serialized_start=2094
-  _globals['_ENVIRONMENT']._serialized_end=2375
-  _globals['_ENVIRONMENT_PACKAGESENTRY']._serialized_start=2280
-  _globals['_ENVIRONMENT_PACKAGESENTRY']._serialized_end=2327
-  _globals['_ENVIRONMENT_ENVVARSENTRY']._serialized_start=2329
-  _globals['_ENVIRONMENT_ENVVARSENTRY']._serialized_end=2375
-  _globals['_WRITESTATS']._serialized_start=2378
-  _globals['_WRITESTATS']._serialized_end=2562
+  _globals['_MANIFEST']._serialized_end=1008
+  _globals['_MANIFEST_VARIABLESENTRY']._serialized_start=888
+  _globals['_MANIFEST_VARIABLESENTRY']._serialized_end=961
+  _globals['_MANIFEST_LABELSENTRY']._serialized_start=963
+  _globals['_MANIFEST_LABELSENTRY']._serialized_end=1008
+  _globals['_MODULEBINDING']._serialized_start=1010
+  _globals['_MODULEBINDING']._serialized_end=1094
+  _globals['_PRODUCER']._serialized_start=1096
+  _globals['_PRODUCER']._serialized_end=1191
+  _globals['_VARIABLEREF']._serialized_start=1193
+  _globals['_VARIABLEREF']._serialized_end=1262
+  _globals['_SKIPPEDVARIABLE']._serialized_start=1264
+  _globals['_SKIPPEDVARIABLE']._serialized_end=1330
+  _globals['_POD']._serialized_start=1333
+  _globals['_POD']._serialized_end=1462
+  _globals['_BUFFER']._serialized_start=1464
+  _globals['_BUFFER']._serialized_end=1524
+  _globals['_CHUNKREF']._serialized_start=1526
+  _globals['_CHUNKREF']._serialized_end=1653
+  _globals['_PLAN']._serialized_start=1656
+  _globals['_PLAN']._serialized_end=1841
+  _globals['_HISTORY']._serialized_start=1843
+  _globals['_HISTORY']._serialized_end=1894
+  _globals['_CELLEXECUTION']._serialized_start=1897
+  _globals['_CELLEXECUTION']._serialized_end=2120
+  _globals['_SIDEEFFECT']._serialized_start=2122
+  _globals['_SIDEEFFECT']._serialized_end=2221
+  _globals['_ENVIRONMENT']._serialized_start=2224
+  _globals['_ENVIRONMENT']._serialized_end=2505
+  _globals['_ENVIRONMENT_PACKAGESENTRY']._serialized_start=2410
+  _globals['_ENVIRONMENT_PACKAGESENTRY']._serialized_end=2457
+  _globals['_ENVIRONMENT_ENVVARSENTRY']._serialized_start=2459
+  _globals['_ENVIRONMENT_ENVVARSENTRY']._serialized_end=2505
+  _globals['_WRITESTATS']._serialized_start=2508
+  _globals['_WRITESTATS']._serialized_end=2692
 # @@protoc_insertion_point(module_scope)

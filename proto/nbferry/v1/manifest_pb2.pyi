@@ -44,7 +44,7 @@ class Signature(_message.Message):
     def __init__(self, algorithm: _Optional[str] = ..., key_id: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("format_version", "checkpoint_id", "session_id", "parent_checkpoint_id", "created", "producer", "variables", "pods", "skipped", "plan", "history", "environment", "message", "labels", "stats")
+    __slots__ = ("format_version", "checkpoint_id", "session_id", "parent_checkpoint_id", "created", "producer", "variables", "pods", "skipped", "plan", "history", "environment", "message", "labels", "stats", "modules")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Manifest(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    MODULES_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     checkpoint_id: str
     session_id: str
@@ -89,7 +90,20 @@ class Manifest(_message.Message):
     message: str
     labels: _containers.ScalarMap[str, str]
     stats: WriteStats
-    def __init__(self, format_version: _Optional[int] = ..., checkpoint_id: _Optional[str] = ..., session_id: _Optional[str] = ..., parent_checkpoint_id: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., producer: _Optional[_Union[Producer, _Mapping]] = ..., variables: _Optional[_Mapping[str, VariableRef]] = ..., pods: _Optional[_Iterable[_Union[Pod, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedVariable, _Mapping]]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., message: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., stats: _Optional[_Union[WriteStats, _Mapping]] = ...) -> None: ...
+    modules: _containers.RepeatedCompositeFieldContainer[ModuleBinding]
+    def __init__(self, format_version: _Optional[int] = ..., checkpoint_id: _Optional[str] = ..., session_id: _Optional[str] = ..., parent_checkpoint_id: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., producer: _Optional[_Union[Producer, _Mapping]] = ..., variables: _Optional[_Mapping[str, VariableRef]] = ..., pods: _Optional[_Iterable[_Union[Pod, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedVariable, _Mapping]]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., message: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., stats: _Optional[_Union[WriteStats, _Mapping]] = ..., modules: _Optional[_Iterable[_Union[ModuleBinding, _Mapping]]] = ...) -> None: ...
+
+class ModuleBinding(_message.Message):
+    __slots__ = ("name", "module", "distribution", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    module: str
+    distribution: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Producer(_message.Message):
     __slots__ = ("nbferry_version", "python_version", "platform", "hostname")

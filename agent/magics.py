@@ -1,0 +1,78 @@
+"""The %nbferry line magic: checkpoint, restore and status from inside a notebook."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+
+from nbferry.agent.report import Report, render_checkpoint, render_restore
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # never SystemExit inside a kernel
+        raise ValueError(f"%nbferry: {message}\n{self.format_usage()}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="%nbferry", add_help=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("checkpoint", add_help=False)
+    p.add_argument("--store")
+    p.add_argument("--session")
+    p.add_argument("--message", "-m", default="")
+    p = sub.add_parser("restore", add_help=False)
+    p.add_argument("checkpoint", nargs="?", default="latest")
+    p.add_argument("--store")
+    p.add_argument("--session")
+    p = sub.add_parser("status", add_help=False)
+    p.add_argument("--store")
+    p.add_argument("--session")
+    return parser
+
+
+@magics_class
+class NbferryMagics(Magics):
+    """`%nbferry checkpoint|restore|status`; each returns a dict report."""
+
+    @line_magic
+    def nbferry(self, line: str) -> Any:
+        from nbferry.agent.session import default_session_id
+        from nbferry.storage import StoreError, open_store
+
+        try:
+            args = _parser().parse_args(shlex.split(line))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        ns = self.shell.user_ns
+        session = args.session or default_session_id(ns)
+        try:
+            store = open_store(args.store)
+            if args.command == "checkpoint":
+                from nbferry.agent.capture import checkpoint
+
+                report = checkpoint(self.shell, store, session, args.message)
+                print(render_checkpoint(report))
+            elif args.command == "restore":
+                from nbferry.agent.restore import restore
+
+                report = restore(self.shell, store, args.checkpoint, session)
+                print(render_restore(report))
+            else:
+                latest = store.latest(session)
+                report = {
+                    "session_id": session,
+                    "store": store.url,
+                    "checkpoint_id": latest.checkpoint_id if latest else None,
+                    "checkpoints": len(store.list_checkpoints(session)),
+                }
+                print(
+                    f"nbferry agent loaded; session {session}; store {store.url}; "
+                    f"{report['checkpoints']} checkpoints, latest {report['checkpoint_id'] or '-'}"
+                )
+        except (StoreError, ValueError) as exc:
+            raise UsageError(f"%nbferry {args.command}: {exc}") from None
+        return Report(report)

@@ -1,0 +1,60 @@
+"""What in a kernel's namespace is the user's session, and what it needs to import."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+# IPython's own names; _i12, _12 and friends are matched by pattern.
+IPYTHON_NAMES = frozenset(
+    {"In", "Out", "_", "__", "___", "_i", "_ii", "_iii", "_oh", "_dh", "_ih"}
+    | {"exit", "quit", "get_ipython"}
+)
+_HISTORY_RE = re.compile(r"^_i{1,3}$|^_i\d+$|^_\d+$")
+
+
+def user_variables(user_ns: dict[str, Any], hidden: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The names a user made, in namespace order.
+
+    Leaves out IPython's history and helpers, dunder names, and anything the
+    shell put there at start-up (unless the user rebound it).
+    """
+    hidden = hidden or {}
+    out = {}
+    for name, value in user_ns.items():
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        if name in IPYTHON_NAMES or _HISTORY_RE.match(name):
+            continue
+        if name in hidden and hidden[name] is value:
+            continue
+        if getattr(type(value), "__module__", "").startswith("nbferry.agent"):
+            continue
+        out[name] = value
+    return out
+
+
+@lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+def distribution_of(module_name: str) -> tuple[str, str]:
+    """(distribution, version) that provides a module, or ('', '') for the stdlib."""
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "__main__":
+        return "", ""
+    for dist in _distributions().get(top, []):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "", ""
+
+
+def is_module(value: Any) -> bool:
+    return isinstance(value, types.ModuleType)

@@ -1,0 +1,285 @@
+"""Serialize namespace values into pods, and learn what they share while doing it.
+
+One pickling pass per variable does two jobs: it produces the bytes (pickle
+protocol 5, buffers out of band, so array data is never copied) and, through
+`persistent_id`, sees every object the pickler reaches. Ids of mutable objects
+(and of the memory that numpy arrays view) reached from two variables make
+them co-variables, stored together so aliasing survives.
+
+Notebook-defined functions and classes ("definitions") are stored by value and
+rebuilt bound to the live `__main__` namespace, so they keep seeing the
+notebook's globals. Every other pod refers to a definition by its variable
+name, so an instance restores with `type(obj) is Foo`.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+import types
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+# Objects that can be shared without aliasing consequences: they never link groups.
+_IMMUTABLE = (
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    bool,
+    type(None),
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.BuiltinMethodType,
+    range,
+    slice,
+    type(Ellipsis),
+    frozenset,
+)
+SMALL_FOR_DILL = 1 << 20  # dill is the last resort, and only for small objects
+
+
+def _main_dict() -> dict[str, Any]:
+    return sys.modules["__main__"].__dict__
+
+
+# -- load-time helpers (referenced by name from pickles: keep names stable) ----
+
+
+def _main_attr(name: str) -> Any:
+    """A definition restored earlier, looked up in the live namespace."""
+    try:
+        return _main_dict()[name]
+    except KeyError:
+        raise NameError(f"definition {name!r} is not restored yet") from None
+
+
+def _rebuild_main_function(
+    code: types.CodeType,
+    name: str,
+    qualname: str,
+    defaults: tuple[Any, ...] | None,
+    kwdefaults: dict[str, Any] | None,
+    closure: tuple[Any, ...] | None,
+    attrs: dict[str, Any],
+    doc: str | None,
+) -> types.FunctionType:
+    """A notebook function whose globals are the (new) kernel's namespace."""
+    cells = None if closure is None else tuple(types.CellType(v) for v in closure)
+    fn = types.FunctionType(code, _main_dict(), name, defaults, cells)
+    fn.__qualname__, fn.__kwdefaults__, fn.__doc__ = qualname, kwdefaults, doc
+    fn.__module__ = "__main__"
+    fn.__dict__.update(attrs)
+    return fn
+
+
+def _rebuild_view(
+    base: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any
+) -> Any:
+    """A numpy view onto a restored base array, as it was before."""
+    import numpy as np
+
+    return np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
+
+
+# -- capture-time analysis -------------------------------------------------------
+
+
+def is_definition(value: Any) -> bool:
+    """A function or class defined in the notebook itself."""
+    return (
+        isinstance(value, (types.FunctionType, type))
+        and getattr(value, "__module__", None) == "__main__"
+    )
+
+
+def _array_root(arr: Any) -> Any:
+    """The object that owns an array's memory (follows .base)."""
+    root = arr
+    while getattr(root, "base", None) is not None:
+        root = root.base
+    return root
+
+
+def rebuildable_views(values: Iterable[Any]) -> dict[int, Any]:
+    """numpy views, reachable through plain containers, whose base is too; by id.
+
+    These are rebuilt as views of their restored base. Arrays inside other
+    objects (a pandas frame's blocks, say) are left to their owner's pickling:
+    under copy-on-write they are logically independent anyway.
+    """
+    np = sys.modules.get("numpy")
+    if np is None:
+        return {}
+    found: dict[int, Any] = {}
+    seen: set[int] = set()
+    stack = list(values)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            found[id(obj)] = obj
+            if obj.dtype.hasobject:
+                stack.extend(obj.ravel().tolist())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    views = {}
+    for key, arr in found.items():
+        root = _array_root(arr)
+        if root is not arr and id(root) in found and not arr.dtype.hasobject:
+            views[key] = arr
+    return views
+
+
+@dataclass
+class Encoded:
+    """One pickled object: header bytes, out-of-band buffers, and what it reached."""
+
+    header: bytes
+    buffers: list[pickle.PickleBuffer]
+    serializer: str
+    # Mutable objects (and array memory owners) the pickler reached, by id. The
+    # objects are held so that the ids of temporaries made while pickling stay
+    # unique for the whole capture; a reused id would link unrelated variables.
+    reached: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def raw_size(self) -> int:
+        return len(self.header) + sum(b.raw().nbytes for b in self.buffers)
+
+    def fingerprint(self) -> bytes:
+        h = blake3.blake3(self.header)
+        for buf in self.buffers:
+            h.update(buf.raw())
+        return h.digest()
+
+
+class _Tracking:
+    """Mixin: record reached objects; map definitions and views to rebuild helpers."""
+
+    def _setup(self, definitions: dict[int, str], views: dict[int, Any], own: set[int]) -> None:
+        self.reached: dict[int, Any] = {}
+        self.definitions = definitions  # id -> variable name of notebook definitions
+        self.views = views  # id -> array, views to rebuild (their base is pickled too)
+        self.own = own  # ids of definitions this pod stores by value
+        self.np = sys.modules.get("numpy")
+
+    def persistent_id(self, obj: Any) -> None:
+        if not isinstance(obj, _IMMUTABLE) and not (type(obj) is tuple and not obj):
+            self.reached[id(obj)] = obj
+            if self.np is not None and isinstance(obj, self.np.ndarray):
+                root = _array_root(obj)
+                self.reached[id(root)] = root
+        return None
+
+    def _override(self, obj: Any) -> Any:
+        key = id(obj)
+        if key in self.definitions and key not in self.own:
+            return _main_attr, (self.definitions[key],)
+        if key in self.views:
+            root = _array_root(obj)
+            offset = obj.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+            return _rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype)
+        return NotImplemented
+
+
+class _StdPickler(_Tracking, pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        return self._override(obj)
+
+
+def _cloud_pickler_class() -> type:
+    import cloudpickle
+
+    class _CloudPickler(_Tracking, cloudpickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            result = self._override(obj)
+            if result is not NotImplemented:
+                return result
+            if (
+                isinstance(obj, types.FunctionType)
+                and obj.__module__ == "__main__"
+                and obj.__globals__ is _main_dict()
+            ):
+                closure = None
+                if obj.__closure__ is not None:
+                    closure = tuple(c.cell_contents for c in obj.__closure__)
+                return _rebuild_main_function, (
+                    obj.__code__,
+                    obj.__name__,
+                    obj.__qualname__,
+                    obj.__defaults__,
+                    obj.__kwdefaults__,
+                    closure,
+                    dict(obj.__dict__),
+                    obj.__doc__,
+                )
+            return super().reducer_override(obj)
+
+    return _CloudPickler
+
+
+def _dump(
+    pickler_cls: type, value: Any, definitions: dict[int, str], views: dict[int, Any], own: set[int]
+) -> Encoded:
+    buffers: list[pickle.PickleBuffer] = []
+    sink = io.BytesIO()
+    pickler = pickler_cls(sink, protocol=5, buffer_callback=buffers.append)
+    pickler._setup(definitions, views, own)
+    pickler.dump(value)
+    name = "pickle" if pickler_cls is _StdPickler else "cloudpickle"
+    return Encoded(sink.getvalue(), buffers, name, pickler.reached)
+
+
+def encode(
+    value: dict[str, Any],
+    definitions: dict[int, str],
+    views: dict[int, Any],
+    by_value: bool = False,
+) -> Encoded:
+    """Serialize {name: value} with the first serializer that works.
+
+    pickle (protocol 5, out-of-band buffers), then cloudpickle (same), then
+    dill for small objects. `by_value` stores this pod's own definitions by
+    value (cloudpickle). Raises the first serializer's error when all fail.
+    """
+    own = {id(v) for v in value.values()} if by_value else set()
+    first_error: Exception | None = None
+    attempts = [_cloud_pickler_class()] if by_value else [_StdPickler, _cloud_pickler_class()]
+    for cls in attempts:
+        try:
+            return _dump(cls, value, definitions, views, own)
+        except Exception as exc:
+            first_error = first_error or exc
+    try:
+        import dill
+
+        data = dill.dumps(value, protocol=5)
+        if len(data) <= SMALL_FOR_DILL:
+            return Encoded(data, [], "dill", {})
+    except Exception:
+        pass
+    assert first_error is not None
+    raise first_error
+
+
+def decode(header: bytes | bytearray, buffers: list[Any], serializer: str) -> dict[str, Any]:
+    if serializer == "dill":
+        import dill
+
+        return dill.loads(bytes(header))
+    if serializer == "cloudpickle":
+        import cloudpickle  # noqa: F401  (its reducers must be importable)
+    return pickle.loads(header, buffers=buffers)

@@ -1,0 +1,162 @@
+"""Restore a checkpoint into a kernel's namespace.
+
+Order matters: modules are imported first, then notebook definitions (other
+pods refer to them by name), then data, then random states. Before anything
+is loaded the manifest's signature is verified and every module it needs is
+checked, so a target that lacks a package fails cleanly and changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import platform
+import random
+import sys
+import time
+from typing import Any
+
+from nbferry.agent import pickling
+from nbferry.agent.capture import STATE_POD
+from nbferry.storage import Store, StoreError
+from nbferry.v1 import manifest_pb2 as pb
+
+
+class RestoreError(StoreError):
+    """The checkpoint cannot be restored here; nothing was changed."""
+
+
+def preflight(manifest: pb.Manifest) -> list[str]:
+    """Raise RestoreError for missing modules; return warnings worth showing."""
+    missing = []
+    for binding in manifest.modules:
+        if importlib.util.find_spec(binding.module.split(".")[0]) is None:
+            package = binding.distribution or binding.module.split(".")[0]
+            pin = f"=={binding.version}" if binding.version else ""
+            missing.append(
+                f"module {binding.module!r} (bound to {binding.name!r}; "
+                f"{package} {binding.version or '?'} on the source): pip install {package}{pin}"
+            )
+    if missing:
+        raise RestoreError(
+            f"checkpoint {manifest.checkpoint_id} needs modules this kernel cannot import; "
+            "nothing was restored:\n  " + "\n  ".join(missing)
+        )
+    warnings = []
+    source, here = manifest.producer.python_version, platform.python_version()
+    if source and source.split(".")[:2] != here.split(".")[:2]:
+        warnings.append(
+            f"checkpoint written by Python {source}, restoring into Python {here}: "
+            "pickles usually load, but compiled notebook functions may not"
+        )
+    return warnings
+
+
+def restore(
+    shell: Any,
+    store: Store,
+    checkpoint: str,
+    session_id: str | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Load a checkpoint (id, unique prefix or 'latest') into the shell; returns the report."""
+    started = time.perf_counter()
+    ref = store.resolve(checkpoint, session_id)
+    manifest = store.read_manifest(ref)  # verifies the signature
+    warnings = preflight(manifest)
+    user_ns = shell.user_ns
+    loaded: list[str] = []
+    failed: list[dict[str, str]] = []
+
+    for binding in manifest.modules:
+        user_ns[binding.name] = importlib.import_module(binding.module)
+        loaded.append(binding.name)
+
+    pods = store.read_pods(manifest, progress=progress)
+    by_id = {p.id: p for p in manifest.pods}
+    pending = [pid for pid in by_id if pid != STATE_POD]
+    # Definitions may refer to each other (a subclass to its base): retry in passes.
+    for _ in range(len(pending) + 1):
+        deferred = []
+        for pid in pending:
+            pod = pods[pid]
+            try:
+                values = pickling.decode(pod.header, pod.buffers, pod.serializer)
+            except NameError as exc:
+                if "is not restored yet" in str(exc):
+                    deferred.append(pid)
+                    continue
+                _fail(failed, by_id[pid], exc)
+                continue
+            except Exception as exc:
+                _fail(failed, by_id[pid], exc)
+                continue
+            user_ns.update(values)
+            loaded.extend(values)
+        if not deferred or len(deferred) == len(pending):
+            for pid in deferred:
+                _fail(failed, by_id[pid], NameError("a definition it needs was not restored"))
+            break
+        pending = deferred
+
+    if STATE_POD in pods:
+        state = pickling.decode(pods[STATE_POD].header, pods[STATE_POD].buffers, "pickle")
+        random.setstate(state["random"])
+        if "numpy" in state:
+            import numpy as np
+
+            np.random.set_state(state["numpy"])
+
+    warnings += _restore_environment(manifest.environment)
+    _restore_history(shell, manifest.history)
+    return {
+        "checkpoint_id": manifest.checkpoint_id,
+        "session_id": manifest.session_id,
+        "store": store.url,
+        "loaded": loaded,
+        "failed": failed,
+        "skipped_at_checkpoint": [
+            {"name": s.name, "type": s.type_name, "reason": s.reason} for s in manifest.skipped
+        ],
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+def _fail(failed: list[dict[str, str]], pod: pb.Pod, exc: Exception) -> None:
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        reason += f" (install {exc.name.split('.')[0]} in this kernel's environment)"
+    for name in pod.variables:
+        failed.append({"name": name, "reason": reason})
+
+
+def _restore_environment(env: pb.Environment) -> list[str]:
+    warnings = []
+    if env.cwd and env.cwd != os.getcwd():
+        if os.path.isdir(env.cwd):
+            os.chdir(env.cwd)
+        else:
+            warnings.append(
+                f"working directory {env.cwd} does not exist here; staying in {os.getcwd()}"
+            )
+    for entry in reversed(list(env.sys_path)):
+        if entry not in sys.path and os.path.isdir(entry):
+            sys.path.insert(0, entry)
+    return warnings
+
+
+def _restore_history(shell: Any, history: pb.History) -> None:
+    """Put the source's inputs into In when this kernel has run next to nothing."""
+    hm = getattr(shell, "history_manager", None)
+    if hm is None or not history.cells or shell.execution_count > 2:
+        return
+    # A cell run with store_history=True is already in the lists at execution_count.
+    current = shell.execution_count == len(hm.input_hist_parsed) - 1
+    tail_parsed = hm.input_hist_parsed[-1:] if current else []
+    tail_raw = hm.input_hist_raw[-1:] if current else []
+    sources = [""] + [c.source for c in history.cells]
+    hm.input_hist_parsed[:] = sources + tail_parsed
+    hm.input_hist_raw[:] = sources + tail_raw
+    shell.execution_count = len(hm.input_hist_parsed) - len(tail_parsed)

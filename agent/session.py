@@ -1,0 +1,57 @@
+"""Default session ids: stable for a user and notebook, so a restarted server finds them."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from typing import Any
+
+import blake3
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
+MAX_LEN = 200
+
+
+def session_id_for(user: str, notebook: str) -> str:
+    """'alice' + 'work/Sales Q3.ipynb' -> 'alice-work-Sales_Q3.ipynb'.
+
+    Long or lossy names get a short hash of the exact path, so two notebooks
+    never share a session id.
+    """
+    path = notebook.strip("/").replace("/", "-")
+    clean = _UNSAFE.sub("_", f"{user}-{path}").strip("._-") or "session"
+    if (
+        clean.replace("_", "") != f"{user}-{path}".replace(" ", "").replace("_", "")
+        or len(clean) > MAX_LEN
+    ):
+        digest = blake3.blake3(f"{user}\0{notebook}".encode()).hexdigest()[:10]
+        clean = f"{clean[: MAX_LEN - 11]}-{digest}"
+    return clean
+
+
+def default_session_id(user_ns: dict[str, Any]) -> str:
+    """From the notebook path Jupyter gives the kernel; else the kernel's id; else the pid."""
+    user = os.environ.get("JUPYTERHUB_USER") or _user()
+    notebook = user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+    if notebook:
+        return session_id_for(user, str(notebook))
+    kernel = _kernel_id()
+    return session_id_for(user, f"kernel-{kernel}" if kernel else f"ipython-{os.getpid()}")
+
+
+def _kernel_id() -> str:
+    try:
+        from ipykernel import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:
+        return ""
+    return name.removeprefix("kernel-").removesuffix(".json")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "user"
