@@ -16,6 +16,7 @@ from typing import Any
 
 from nbferry.agent import pickling
 from nbferry.agent.covariables import group
+from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.storage import PodData, Store
 from nbferry.v1 import manifest_pb2 as pb
@@ -113,8 +114,12 @@ def _add_pod(
 ) -> None:
     out.pods.append(PodData(pod_id, enc.header, enc.buffers, list(values), enc.serializer))
     for name, value in values.items():
+        try:
+            digest = fingerprint(value)
+        except Exception:  # stored by cloudpickle/dill: hash what was stored instead
+            digest = single[name].digest()
         out.variables[name] = pb.VariableRef(
-            pod_id=pod_id, type_name=type_name(value), fingerprint=single[name].fingerprint()
+            pod_id=pod_id, type_name=type_name(value), fingerprint=digest
         )
 
 

@@ -59,7 +59,9 @@ class NbferryMagics(Magics):
             elif args.command == "restore":
                 from nbferry.agent.restore import restore
 
-                report = restore(self.shell, store, args.checkpoint, session)
+                # An explicit id is global; only 'latest' needs this kernel's session.
+                scope = session if args.checkpoint == "latest" or args.session else None
+                report = restore(self.shell, store, args.checkpoint, scope)
                 print(render_restore(report))
             else:
                 latest = store.latest(session)

@@ -14,6 +14,7 @@ name, so an instance restores with `type(obj) is Foo`.
 
 from __future__ import annotations
 
+import enum
 import io
 import pickle
 import sys
@@ -43,7 +44,17 @@ _IMMUTABLE = (
     slice,
     type(Ellipsis),
     frozenset,
+    enum.Enum,
 )
+
+
+def _shared_singletons() -> tuple[type, ...]:
+    """Library types whose instances are shared process-wide (np.dtype('float64')),
+    so reaching one says nothing about aliasing."""
+    np = sys.modules.get("numpy")
+    return (np.dtype, np.generic) if np is not None else ()
+
+
 SMALL_FOR_DILL = 1 << 20  # dill is the last resort, and only for small objects
 
 
@@ -159,7 +170,8 @@ class Encoded:
     def raw_size(self) -> int:
         return len(self.header) + sum(b.raw().nbytes for b in self.buffers)
 
-    def fingerprint(self) -> bytes:
+    def digest(self) -> bytes:
+        """Hash of the stored bytes (not canonical: see fingerprint.py)."""
         h = blake3.blake3(self.header)
         for buf in self.buffers:
             h.update(buf.raw())
@@ -175,9 +187,10 @@ class _Tracking:
         self.views = views  # id -> array, views to rebuild (their base is pickled too)
         self.own = own  # ids of definitions this pod stores by value
         self.np = sys.modules.get("numpy")
+        self.immutable = _IMMUTABLE + _shared_singletons()
 
     def persistent_id(self, obj: Any) -> None:
-        if not isinstance(obj, _IMMUTABLE) and not (type(obj) is tuple and not obj):
+        if not isinstance(obj, self.immutable) and not (type(obj) is tuple and not obj):
             self.reached[id(obj)] = obj
             if self.np is not None and isinstance(obj, self.np.ndarray):
                 root = _array_root(obj)

@@ -120,12 +120,35 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from nbferry.migrator.demo import render, run_demo
 
-    result = run_demo(_open(args))
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    result = run_demo(_open(args), log=log)
     if args.json:
         _print_json(result)
     else:
         print(render(result))
-    return EXIT_OK if result["all_equal"] else EXIT_FAILED
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from nbferry.migrator.install import install, uninstall
+
+    if args.command == "install":
+        path = install(args.prefix)
+        result = {"installed": True, "path": str(path)}
+        text = f"new kernels will load nbferry.agent (added {path}); undo: nbferry uninstall"
+    else:
+        changed = uninstall(args.prefix)
+        result = {"installed": False, "path": str(changed) if changed else None}
+        text = (
+            f"removed nbferry.agent from {changed}"
+            if changed
+            else "nbferry was not installed there"
+        )
+    if args.json:
+        _print_json(result)
+    else:
+        print(text)
+    return EXIT_OK
 
 
 def _print_json(obj: Any) -> None:
@@ -152,8 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     p.set_defaults(func=cmd_show)
 
+    for name, text in (
+        ("install", "make every new IPython kernel load the nbferry agent"),
+        ("uninstall", "undo `nbferry install`"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument(
+            "--prefix",
+            help="an environment prefix (e.g. sys.prefix of a JupyterHub image) instead of "
+            "the current user's IPython profile",
+        )
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        p.set_defaults(func=cmd_install)
+
     p = sub.add_parser(
-        "demo", help="checkpoint sample data to the store twice and restore it (needs pandas)"
+        "demo", help="run a sample notebook in a kernel and move its session to a fresh kernel"
     )
     _store_args(p)
     p.set_defaults(func=cmd_demo)

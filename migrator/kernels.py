@@ -1,0 +1,100 @@
+"""Start and drive local IPython kernels through jupyter_client."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+
+class KernelError(RuntimeError):
+    """A cell raised, or the kernel stopped answering."""
+
+
+class Kernel:
+    """A python3 kernel (this interpreter's ipykernel) started in `cwd`."""
+
+    def __init__(
+        self, cwd: Path | str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> None:
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(cwd), env={**os.environ, **(env or {})})
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            self.kc.wait_for_ready(timeout=timeout)
+        except RuntimeError:
+            self.shutdown()
+            raise
+
+    @property
+    def kernel_id(self) -> str:
+        return Path(self.km.connection_file).stem.removeprefix("kernel-")
+
+    def run(
+        self, code: str, timeout: float = 300, allow_error: bool = False, store_history: bool = True
+    ) -> str:
+        """Execute code as a cell; return its stdout; raise KernelError if it raises."""
+        msg_id = self.kc.execute(code, store_history=store_history)
+        out: list[str] = []
+        error = None
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=timeout)
+            except queue.Empty:
+                raise KernelError(f"no reply after {timeout}s running:\n{code}") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                error = f"{content['ename']}: {content['evalue']}"
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+        reply = self._reply(msg_id, timeout)
+        if reply.get("status") == "error" and error is None:
+            # IPython reports a UsageError on stderr and in the reply only.
+            error = f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}"
+        if error and not allow_error:
+            raise KernelError(f"{error}\nwhile running:\n{code}\noutput:\n{''.join(out)}")
+        return "".join(out) + (f"\n{error}" if error else "")
+
+    def _reply(self, msg_id: str, timeout: float) -> dict[str, Any]:
+        while True:
+            try:
+                msg = self.kc.get_shell_msg(timeout=timeout)
+            except queue.Empty:
+                raise KernelError(f"no execute reply after {timeout}s") from None
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+
+    def value(self, expr: str, timeout: float = 300) -> Any:
+        """The JSON value of an expression evaluated in the kernel (not kept in history)."""
+        code = f"print('\\x00' + __import__('json').dumps({expr}))"
+        out = self.run(code, timeout, store_history=False)
+        return json.loads(out.rsplit("\x00", 1)[1])
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def notebook_cells(path: Path | str) -> list[str]:
+    """Code cells of a .ipynb file, in order."""
+    nb = json.loads(Path(path).read_text())
+    return [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+    ]
