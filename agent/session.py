@@ -14,21 +14,17 @@ MAX_LEN = 200
 
 
 def session_id_for(user: str, notebook: str) -> str:
-    """'alice' + 'work/Sales Q3.ipynb' -> 'alice-work-Sales_Q3.ipynb'.
+    """'alice' + 'work/Sales Q3.ipynb' -> 'alice-work-Sales_Q3.ipynb-<hash>'.
 
-    Long or lossy names get a short hash of the exact path, so two notebooks
-    never share a session id.
+    Readable, and a short hash of the exact path is added whenever the name
+    had to change (or be cut), so two notebooks never share a session id.
     """
-    path = notebook.strip("/").replace("/", "-")
-    clean = _UNSAFE.sub("_", f"{user}-{path}").strip("._-") or "session"
-    if (
-        clean.replace("_", "") != f"{user}-{path}".replace(" ", "").replace("_", "")
-        or len(clean) > MAX_LEN
-    ):
+    raw = f"{user}-{notebook}"
+    clean = _UNSAFE.sub("_", raw.replace("/", "-")).strip("._-") or "session"
+    if clean != raw or len(clean) > MAX_LEN:
         digest = blake3.blake3(f"{user}\0{notebook}".encode()).hexdigest()[:10]
         clean = f"{clean[: MAX_LEN - 11]}-{digest}"
     return clean
-
 
 def default_session_id(user_ns: dict[str, Any]) -> str:
     """From the notebook path Jupyter gives the kernel; else the kernel's id; else the pid."""

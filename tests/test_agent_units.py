@@ -1,0 +1,102 @@
+"""Agent logic that needs no kernel: grouping, session ids, namespace filter, preflight."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nbferry.agent.capture import capture_namespace
+from nbferry.agent.covariables import group
+from nbferry.agent.fingerprint import fingerprint
+from nbferry.agent.namespace import user_variables
+from nbferry.agent.restore import RestoreError, preflight
+from nbferry.agent.session import session_id_for
+from nbferry.storage.ids import validate_session_id
+from nbferry.v1 import manifest_pb2 as pb
+
+
+def test_group_links_only_shared_ids() -> None:
+    assert group({"a": {1, 2}, "b": {3}, "c": {2, 4}, "d": {4}, "e": set()}) == [
+        ["a", "c", "d"],
+        ["b"],
+        ["e"],
+    ]
+
+
+def test_unrelated_arrays_stay_apart_and_shared_ones_group() -> None:
+    a, b = np.zeros(1000), np.ones(1000)  # same dtype singleton must not link them
+    shared = [1, 2]
+    ns = {"a": a, "b": b, "view": a[10:20], "x": [shared], "y": {"k": shared}, "n": 5, "s": "txt"}
+    captured = capture_namespace(ns)
+    pods = {tuple(p.variables) for p in captured.pods if p.variables}
+    assert ("a", "view") in pods and ("b",) in pods and ("x", "y") in pods
+    assert ("n",) in pods and ("s",) in pods
+
+
+def test_unserializable_values_are_reported_not_fatal() -> None:
+    import threading
+
+    ns = {"gen": (i for i in range(3)), "ok": [1, 2], "sock": __import__("socket").socket()}
+    try:
+        captured = capture_namespace(ns)
+    finally:
+        ns["sock"].close()
+    skipped = {s.name: s for s in captured.skipped}
+    assert set(skipped) == {"gen", "sock"}
+    assert "generator" in skipped["gen"].reason and skipped["gen"].type_name == "generator"
+    assert "ok" in captured.variables
+    assert threading  # locks are covered by the real-kernel corpus
+
+
+def test_user_variables_filter() -> None:
+    ns = {
+        "In": [],
+        "Out": {},
+        "_": 1,
+        "__": 2,
+        "_i3": "x",
+        "_7": 7,
+        "__name__": "__main__",
+        "get_ipython": print,
+        "list": [1],  # shadows a builtin: still the user's
+        "_private": 3,
+        "data": 4,
+    }
+    assert list(user_variables(ns, {"get_ipython": print})) == ["list", "_private", "data"]
+
+
+def test_session_ids_are_safe_stable_and_distinct() -> None:
+    a = session_id_for("alice", "work/Sales Q3.ipynb")
+    assert a == session_id_for("alice", "work/Sales Q3.ipynb")
+    assert a.startswith("alice-work-Sales_Q3.ipynb")
+    assert a != session_id_for("alice", "work/Sales_Q3.ipynb")  # lossy names get a hash
+    assert session_id_for("bob", "a.ipynb") == "bob-a.ipynb"
+    long = session_id_for("alice", "x/" * 200 + "nb.ipynb")
+    for sid in (a, long, session_id_for("ünï", "../../etc/passwd")):
+        assert validate_session_id(sid) == sid and len(sid) <= 200
+
+
+def test_fingerprint_tracks_value_not_identity() -> None:
+    x = [1, 2]
+    assert fingerprint([x, x]) == fingerprint([[1, 2], [1, 2]])
+    assert fingerprint(np.arange(5)) != fingerprint(np.arange(1, 6))
+    assert fingerprint({"a": np.zeros(3)}) == fingerprint({"a": np.zeros(3)})
+
+
+def _manifest(**producer: str) -> pb.Manifest:
+    m = pb.Manifest(checkpoint_id="01TEST", producer=pb.Producer(**producer))
+    return m
+
+
+def test_preflight_missing_module_and_version_warning() -> None:
+    m = _manifest(python_version="2.7.18")
+    m.modules.add(name="np", module="numpy", distribution="numpy", version="2.0.0")
+    warnings = preflight(m)
+    assert len(warnings) == 1 and "Python 2.7.18" in warnings[0]
+
+    m.modules.add(name="zz", module="no_such_mod_xyz.sub", distribution="zz-dist", version="1.2")
+    with pytest.raises(RestoreError) as err:
+        preflight(m)
+    text = str(err.value)
+    assert "no_such_mod_xyz.sub" in text and "pip install zz-dist==1.2" in text
+    assert "nothing was restored" in text and "numpy" not in text.split(":", 1)[1]
