@@ -20,7 +20,7 @@ def session_id_for(user: str, notebook: str) -> str:
     had to change (or be cut), so two notebooks never share a session id.
     """
     raw = f"{user}-{notebook}"
-    clean = _UNSAFE.sub("_", raw.replace("/", "-")).strip("._-") or "session"
+    clean = _UNSAFE.sub("_", raw.replace("/", "-").replace("..", "_")).strip("._-") or "session"
     if clean != raw or len(clean) > MAX_LEN:
         digest = blake3.blake3(f"{user}\0{notebook}".encode()).hexdigest()[:10]
         clean = f"{clean[: MAX_LEN - 11]}-{digest}"
