@@ -26,6 +26,7 @@ def session_id_for(user: str, notebook: str) -> str:
         clean = f"{clean[: MAX_LEN - 11]}-{digest}"
     return clean
 
+
 def default_session_id(user_ns: dict[str, Any]) -> str:
     """From the notebook path Jupyter gives the kernel; else the kernel's id; else the pid."""
     user = os.environ.get("JUPYTERHUB_USER") or _user()

@@ -96,10 +96,21 @@ class Backend:
         self._call("create", key, lambda: self._write(key, [data], exclusive=True))
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Bytes [start, end) of a blob; FileNotFoundError when it does not exist."""
-        return self._call(
-            "read", key, lambda: self.fs.cat_file(self.path(key), start=start, end=end)
-        )
+        """Bytes [start, end) of a blob; FileNotFoundError when it does not exist.
+
+        A range that starts past the end of the object gives b"" (S3 answers
+        416), so callers see a truncated object rather than an access error.
+        """
+
+        def read() -> bytes:
+            try:
+                return self.fs.cat_file(self.path(key), start=start, end=end)
+            except OSError as exc:
+                if start is not None and "range is not satisfiable" in str(exc).lower():
+                    return b""
+                raise
+
+        return self._call("read", key, read)
 
     def size(self, key: str) -> int | None:
         """Size of a blob, or None when it does not exist (one HEAD on S3)."""

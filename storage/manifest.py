@@ -64,11 +64,9 @@ def decode_manifest(data: bytes, where: str) -> DecodedManifest:
         envelope.ParseFromString(data[_HEAD.size :])
     except DecodeError as exc:
         raise CorruptCheckpointError(f"{where} is damaged: {exc}") from exc
-    if envelope.format_version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{where} has format version {envelope.format_version}, but this nbferry reads "
-            f"up to version {FORMAT_VERSION}: upgrade nbferry (pip install -U nbferry)"
-        )
+    version = envelope.format_version
+    if version == 0:
+        raise CorruptCheckpointError(f"{where} is damaged: it has no format version")
     try:
         if envelope.body_codec == pb.CODEC_ZSTD:
             body = zstandard.ZstdDecompressor().decompress(envelope.body)
@@ -77,9 +75,24 @@ def decode_manifest(data: bytes, where: str) -> DecodedManifest:
         else:
             raise ValueError(f"unknown body codec {envelope.body_codec}")
     except (zstandard.ZstdError, ValueError) as exc:
-        raise CorruptCheckpointError(f"{where} is damaged: {exc}") from exc
-    if blake3.blake3(body).digest() != envelope.body_blake3:
+        body = None
+        problem = str(exc)
+    else:
+        problem = "" if blake3.blake3(body).digest() == envelope.body_blake3 else "checksum"
+    if version > FORMAT_VERSION:
+        # Only a body that checks out proves the version byte itself is not damage.
+        newer = (
+            f"has format version {version}, but this nbferry reads up to version "
+            f"{FORMAT_VERSION}: upgrade nbferry (pip install -U nbferry)"
+        )
+        if not problem:
+            raise FormatVersionError(f"{where} {newer}")
+        raise CorruptCheckpointError(f"{where} is damaged, or {newer}")
+    if problem == "checksum":
         raise CorruptCheckpointError(f"{where} is damaged: its body does not match its checksum")
+    if problem:
+        raise CorruptCheckpointError(f"{where} is damaged: {problem}")
+    assert body is not None
     manifest = pb.Manifest()
     try:
         manifest.ParseFromString(body)

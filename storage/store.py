@@ -190,6 +190,12 @@ class Store:
                 f"{f' for session {session_id!r}' if session_id else ''}: run `nbferry list` "
                 "to see the checkpoints there, or check --store"
             )
+        if len({r.checkpoint_id for r in matches}) == 1 and len(matches) > 1:
+            sessions = ", ".join(repr(r.session_id) for r in matches)
+            raise AmbiguousCheckpointError(
+                f"checkpoint {matches[0].checkpoint_id} is in several sessions ({sessions}): "
+                "a manifest was copied by hand; name the session (--session)"
+            )
         if len(matches) > 1:
             shown = ", ".join(r.checkpoint_id for r in matches[:5])
             raise AmbiguousCheckpointError(
@@ -519,7 +525,8 @@ class Store:
         done: _Counter,
     ) -> None:
         is_pack = key.startswith("packs/")
-        start = min(ref.offset for ref, _, _ in items) if is_pack else 0
+        # A chunk blob is read whole (no Range header); a pack only as far as needed.
+        start = min(ref.offset for ref, _, _ in items) if is_pack else None
         end = max(ref.offset + ref.stored_size for ref, _, _ in items) if is_pack else None
         where = f"checkpoint {manifest.checkpoint_id} ({self.url})"
         try:
@@ -532,7 +539,7 @@ class Store:
             ) from None
         whole = memoryview(data)
         for ref, out, desc in items:
-            lo = ref.offset - start
+            lo = ref.offset - (start or 0)
             entry = whole[lo : lo + ref.stored_size]
             problem = ""
             if len(entry) != ref.stored_size or not len(entry):

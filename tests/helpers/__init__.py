@@ -1,0 +1,1 @@
+"""Helper modules and subprocess scripts for the store tests (not collected)."""
