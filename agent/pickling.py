@@ -120,8 +120,12 @@ def _array_root(arr: Any) -> Any:
     return root
 
 
-def rebuildable_views(values: Iterable[Any]) -> dict[int, Any]:
-    """numpy views, reachable through plain containers, whose base is too; by id.
+def rebuildable_views(values: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
+    """numpy views reachable through plain containers, with the captured array they view.
+
+    By id: (view, anchor). The anchor is the largest C-contiguous reachable
+    array over the same memory that contains the view's bytes (numpy collapses
+    .base to the memory owner, so the owner itself may be unreachable).
 
     These are rebuilt as views of their restored base. Arrays inside other
     objects (a pandas frame's blocks, say) are left to their owner's pickling:
@@ -146,11 +150,30 @@ def rebuildable_views(values: Iterable[Any]) -> dict[int, Any]:
             stack.extend(obj)
         elif isinstance(obj, dict):
             stack.extend(obj.values())
+    bounds = getattr(getattr(np.lib, "array_utils", np), "byte_bounds", None)
+    by_root: dict[int, list[Any]] = {}
+    for arr in found.values():
+        if not arr.dtype.hasobject:
+            by_root.setdefault(id(_array_root(arr)), []).append(arr)
     views = {}
-    for key, arr in found.items():
-        root = _array_root(arr)
-        if root is not arr and id(root) in found and not arr.dtype.hasobject:
-            views[key] = arr
+    for group in by_root.values():
+        if len(group) < 2:
+            continue
+        span = {id(a): bounds(a) for a in group}
+        rank = {id(a): (a.nbytes, id(a)) for a in group}
+        for arr in group:
+            lo, hi = span[id(arr)]
+            # Anchors rank strictly higher, so anchoring can never go round in a cycle.
+            anchors = [
+                a
+                for a in group
+                if rank[id(a)] > rank[id(arr)]
+                and a.flags.c_contiguous
+                and span[id(a)][0] <= lo
+                and hi <= span[id(a)][1]
+            ]
+            if anchors:
+                views[id(arr)] = (arr, max(anchors, key=lambda a: rank[id(a)]))
     return views
 
 
@@ -184,7 +207,7 @@ class _Tracking:
     def _setup(self, definitions: dict[int, str], views: dict[int, Any], own: set[int]) -> None:
         self.reached: dict[int, Any] = {}
         self.definitions = definitions  # id -> variable name of notebook definitions
-        self.views = views  # id -> array, views to rebuild (their base is pickled too)
+        self.views = views  # id -> (view, anchor): views rebuilt on an array pickled too
         self.own = own  # ids of definitions this pod stores by value
         self.np = sys.modules.get("numpy")
         self.immutable = _IMMUTABLE + _shared_singletons()
@@ -202,9 +225,9 @@ class _Tracking:
         if key in self.definitions and key not in self.own:
             return _main_attr, (self.definitions[key],)
         if key in self.views:
-            root = _array_root(obj)
-            offset = obj.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-            return _rebuild_view, (root, offset, obj.shape, obj.strides, obj.dtype)
+            anchor = self.views[key][1]
+            offset = obj.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
+            return _rebuild_view, (anchor, offset, obj.shape, obj.strides, obj.dtype)
         return NotImplemented
 
 
@@ -277,15 +300,28 @@ def encode(
         except Exception as exc:
             first_error = first_error or exc
     try:
-        import dill
-
-        data = dill.dumps(value, protocol=5)
+        data = _dill_dumps(value)
         if len(data) <= SMALL_FOR_DILL:
             return Encoded(data, [], "dill", {})
     except Exception:
         pass
     assert first_error is not None
     raise first_error
+
+
+def _dill_dumps(value: Any) -> bytes:
+    """dill, refusing open files: dill reopens them on load, and mode 'w' empties them."""
+    import dill
+
+    class _NoFiles(dill.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, io.IOBase):
+                raise TypeError("open files are not stored; reopen them after restore")
+            return NotImplemented
+
+    sink = io.BytesIO()
+    _NoFiles(sink, protocol=5).dump(value)
+    return sink.getvalue()
 
 
 def decode(header: bytes | bytearray, buffers: list[Any], serializer: str) -> dict[str, Any]:

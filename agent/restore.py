@@ -148,9 +148,15 @@ def _restore_environment(env: pb.Environment) -> list[str]:
 
 
 def _restore_history(shell: Any, history: pb.History) -> None:
-    """Put the source's inputs into In when this kernel has run next to nothing."""
+    """Put the source's inputs into In when this kernel has run nothing of its own.
+
+    "Nothing of its own" means only blank cells and cells that load or call
+    the agent, so the restored history reads as the notebook's.
+    """
     hm = getattr(shell, "history_manager", None)
-    if hm is None or not history.cells or shell.execution_count > 2:
+    if hm is None or not history.cells:
+        return
+    if any(cell.strip() and "nbferry" not in cell for cell in hm.input_hist_parsed[1:]):
         return
     # A cell run with store_history=True is already in the lists at execution_count.
     current = shell.execution_count == len(hm.input_hist_parsed) - 1
