@@ -15,6 +15,7 @@ name, so an instance restores with `type(obj) is Foo`.
 from __future__ import annotations
 
 import enum
+import functools
 import io
 import pickle
 import sys
@@ -236,7 +237,9 @@ class _StdPickler(_Tracking, pickle.Pickler):
         return self._override(obj)
 
 
+@functools.cache
 def _cloud_pickler_class() -> type:
+    """Built once per process (cloudpickle is imported only when first needed)."""
     import cloudpickle
 
     class _CloudPickler(_Tracking, cloudpickle.Pickler):

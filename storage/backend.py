@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -50,7 +50,8 @@ class Backend:
             ) from exc
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
-        if "s3" in _protocols(self.fs):
+        self.s3 = "s3" in _protocols(self.fs)
+        if self.s3:
             self.fs.retries = 2  # s3fs's own retry loop (a class attribute); ours backs off
         self._create_lock = threading.Lock()  # memory:// has no atomic create
 
@@ -113,15 +114,29 @@ class Backend:
         return self._call("read", key, read)
 
     def size(self, key: str) -> int | None:
-        """Size of a blob, or None when it does not exist (one HEAD on S3)."""
+        """Size of a blob, or None when it does not exist.
+
+        On S3 this is one HEAD: s3fs's info() follows a 404 with a LIST (to
+        find "directories"), doubling the cost of checking for a new blob.
+        """
 
         def info() -> int | None:
+            path = self.path(key)
             try:
-                return int(self.fs.info(self.path(key))["size"])
+                if self.s3:
+                    bucket, _, name = path.partition("/")
+                    head = self.fs.call_s3("head_object", Bucket=bucket, Key=name)
+                    return int(head["ContentLength"])
+                return int(self.fs.info(path)["size"])
             except FileNotFoundError:
                 return None
 
         return self._call("stat", key, info)
+
+    def open_local(self, key: str) -> BinaryIO:
+        """A local blob opened for reading, so callers can readinto() their own buffers."""
+        assert self.local, "open_local is for file:// stores"
+        return self._call("read", key, lambda: open(self.path(key), "rb"))
 
     def list(self, prefix: str) -> list[str]:
         """Keys under a folder-like prefix, temp files left out; [] when there are none."""

@@ -14,6 +14,7 @@ new manifest or a complete one, and never touches an earlier checkpoint.
 from __future__ import annotations
 
 import getpass
+import mmap
 import platform
 import socket
 import sys
@@ -366,29 +367,36 @@ class Store:
     def _upload(
         self, table: dict[bytes, _Chunk], known: dict[bytes, pb.ChunkRef], progress: Progress | None
     ) -> pb.WriteStats:
+        """Store every chunk the known index lacks; fill in all manifest refs.
+
+        Big chunks are checked for, encoded and uploaded in one task each, so
+        existence checks overlap other uploads; small ones are packed. At most
+        `workers` encoded chunks (plus one pack) are in memory at once.
+        """
         stats = pb.WriteStats(chunks=len(table))
-        total = sum(len(c.view) * len(c.uses) for c in table.values())
-        stats.raw_bytes = total
-        done = _Counter(total, progress)
-        missing: list[_Chunk] = []
+        stats.raw_bytes = sum(len(c.view) * len(c.uses) for c in table.values())
+        done = _Counter(stats.raw_bytes, progress)
+        big: list[_Chunk] = []
+        small: list[_Chunk] = []
         for chunk in table.values():
             if chunk.hash in known:
                 chunk.ref = known[chunk.hash]
+                stats.reused_raw_bytes += len(chunk.view) * len(chunk.uses)
+                done.add(len(chunk.view) * len(chunk.uses))
             else:
-                missing.append(chunk)
-        big = [c for c in missing if len(c.view) >= PACK_THRESHOLD]
+                (big if len(chunk.view) >= PACK_THRESHOLD else small).append(chunk)
         with ThreadPoolExecutor(self.workers) as pool:
-            sizes = list(pool.map(lambda c: self.backend.size(_blob_key(c.hash)), big))
-            for chunk, size in zip(big, sizes, strict=True):
-                if size is not None:  # already in the store, written by someone else
-                    chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
-            for chunk in table.values():
-                if chunk.ref is not None:
+            for chunk, uploaded in zip(
+                big, _bounded_map(pool, self._store_big, big, self.workers), strict=True
+            ):
+                if uploaded:
+                    stats.chunks_uploaded += 1
+                    stats.blobs_written += 1
+                    stats.uploaded_bytes += uploaded
+                else:  # already in the store, written by someone else
                     stats.reused_raw_bytes += len(chunk.view) * len(chunk.uses)
-                    done.add(len(chunk.view) * len(chunk.uses))
-            todo = [c for c in missing if c.ref is None]
-            stats.chunks_uploaded = len(todo)
-            self._store_chunks(pool, todo, stats, done)
+                done.add(len(chunk.view) * len(chunk.uses))
+            self._store_small(pool, small, stats, done)
         for chunk in table.values():
             assert chunk.ref is not None
             for use in chunk.uses:
@@ -399,50 +407,42 @@ class Store:
             stats.stored_bytes += chunk.ref.stored_size
         return stats
 
-    def _store_chunks(
+    def _store_big(self, chunk: _Chunk) -> int:
+        """Upload one big chunk as its own blob unless it is there; returns bytes uploaded."""
+        key = _blob_key(chunk.hash)
+        size = self.backend.size(key)
+        if size is not None:
+            chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
+            return 0
+        codec, payload = ck.encode(chunk.view)
+        self.backend.put(key, [bytes([codec]), payload])
+        chunk.ref = pb.ChunkRef(stored_size=1 + len(payload), codec=codec)
+        return chunk.ref.stored_size
+
+    def _store_small(
         self, pool: ThreadPoolExecutor, todo: list[_Chunk], stats: pb.WriteStats, done: _Counter
     ) -> None:
-        """Encode and upload chunks: big ones as blobs, small ones into packs.
-
-        At most 2 x workers encoded chunks (plus one pack) are in memory at once.
-        """
+        """Encode small chunks in the pool and pack them, in order, into pack blobs."""
         pack = _PackBuilder()
-        window = threading.BoundedSemaphore(self.workers)
         uploads: list[Future[None]] = []
 
-        def upload(key: str, parts: list[Any]) -> None:
-            try:
-                self.backend.put(key, parts)
-            finally:
-                window.release()
-
-        def flush_pack() -> None:
-            if pack.size:
-                key, parts, size = pack.finish()
-                window.acquire()
-                uploads.append(pool.submit(upload, key, parts))
-                stats.uploaded_bytes += size
-                stats.blobs_written += 1
+        def flush() -> None:
+            while len(uploads) >= 2:  # bounded memory: at most two packs in flight
+                uploads.pop(0).result()
+            key, parts, size = pack.finish()
+            uploads.append(pool.submit(self.backend.put, key, parts))
+            stats.uploaded_bytes += size
+            stats.blobs_written += 1
 
         encoded = _bounded_map(pool, lambda c: ck.encode(c.view), todo, self.workers)
         for chunk, (codec, payload) in zip(todo, encoded, strict=True):
-            tag = bytes([codec])
-            stored = 1 + len(payload)
-            if len(chunk.view) >= PACK_THRESHOLD:
-                chunk.ref = pb.ChunkRef(stored_size=stored, codec=codec)
-                window.acquire()
-                uploads.append(pool.submit(upload, _blob_key(chunk.hash), [tag, payload]))
-                stats.uploaded_bytes += stored
-                stats.blobs_written += 1
-            else:
-                chunk.ref = pack.add(tag, bytes(payload), codec)
-                if pack.size >= PACK_TARGET:
-                    flush_pack()
+            chunk.ref = pack.add(bytes([codec]), bytes(payload), codec)
+            stats.chunks_uploaded += 1
+            if pack.size >= PACK_TARGET:
+                flush()
             done.add(len(chunk.view) * len(chunk.uses))
-            for fut in [f for f in uploads if f.done()]:
-                fut.result()  # surface errors early
-                uploads.remove(fut)
-        flush_pack()
+        if pack.size:
+            flush()
         for fut in uploads:
             fut.result()
 
@@ -466,7 +466,7 @@ class Store:
         pod_ids: Iterable[str] | None = None,
         progress: Progress | None = None,
     ) -> dict[str, PodData]:
-        """Fetch, verify and decode pods; buffers come back as writable bytearrays.
+        """Fetch, verify and decode pods into writable buffers (bytearray or mmap).
 
         Every chunk is checked against its BLAKE3 hash; any failure raises
         CorruptCheckpointError naming the checkpoint, the object and the pod.
@@ -482,7 +482,7 @@ class Store:
             names = ", ".join(pod.variables) or "-"
             outs = []
             for index, buf in enumerate([pod.header, *pod.buffers]):
-                out = bytearray(buf.size)
+                out = _allocate(buf.size)
                 outs.append(out)
                 view, offset = memoryview(out), 0
                 what = "header" if index == 0 else f"buffer {index}"
@@ -525,18 +525,16 @@ class Store:
         done: _Counter,
     ) -> None:
         is_pack = key.startswith("packs/")
+        if self.backend.local and not is_pack:
+            self._read_local_blob(manifest, key, items, done)
+            return
         # A chunk blob is read whole (no Range header); a pack only as far as needed.
         start = min(ref.offset for ref, _, _ in items) if is_pack else None
         end = max(ref.offset + ref.stored_size for ref, _, _ in items) if is_pack else None
-        where = f"checkpoint {manifest.checkpoint_id} ({self.url})"
         try:
             data = self.backend.get(key, start, end)
         except FileNotFoundError:
-            raise CorruptCheckpointError(
-                f"{where}: {key} ({items[0][2]}) is missing from the store: it was deleted by "
-                "hand or by a garbage collection; restore an earlier checkpoint "
-                f"(`nbferry list --session {manifest.session_id}`)"
-            ) from None
+            raise self._missing(manifest, key, items[0][2]) from None
         whole = memoryview(data)
         for ref, out, desc in items:
             lo = ref.offset - (start or 0)
@@ -553,12 +551,64 @@ class Store:
                     if ck.chunk_hash(out) != ref.hash:
                         problem = "content does not match its hash"
             if problem:
-                raise CorruptCheckpointError(
-                    f"{where}: {key} ({desc}) is damaged: {problem}. Restore an earlier "
-                    f"checkpoint (`nbferry list --session {manifest.session_id}`) "
-                    "or write a new one"
-                )
+                raise self._damaged(manifest, key, desc, problem)
             done.add(ref.raw_size)
+
+    def _read_local_blob(
+        self,
+        manifest: pb.Manifest,
+        key: str,
+        items: list[tuple[pb.ChunkRef, memoryview, str]],
+        done: _Counter,
+    ) -> None:
+        """A local chunk blob, raw chunks read straight into their output (no copies)."""
+        try:
+            f = self.backend.open_local(key)
+        except FileNotFoundError:
+            raise self._missing(manifest, key, items[0][2]) from None
+        with f:
+            for ref, out, desc in items:
+                f.seek(0)
+                tag = f.read(1)
+                problem = ""
+                try:
+                    if not tag:
+                        problem = "truncated: 0 bytes"
+                    elif tag[0] == pb.CODEC_RAW:
+                        n = f.readinto(out)
+                        if n != len(out):
+                            problem = f"truncated: {1 + n} of {ref.stored_size} bytes"
+                        elif f.read(1):
+                            problem = f"padded: more than {ref.stored_size} bytes"
+                    else:
+                        payload = f.read()
+                        if 1 + len(payload) < ref.stored_size:
+                            problem = f"truncated: {1 + len(payload)} of {ref.stored_size} bytes"
+                        else:
+                            ck.decode_into(tag[0], payload, out)
+                except ValueError as exc:
+                    problem = f"cannot be decoded ({exc})"
+                if not problem and ck.chunk_hash(out) != ref.hash:
+                    problem = "content does not match its hash"
+                if problem:
+                    raise self._damaged(manifest, key, desc, problem)
+                done.add(ref.raw_size)
+
+    def _missing(self, manifest: pb.Manifest, key: str, desc: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"checkpoint {manifest.checkpoint_id} ({self.url}): {key} ({desc}) is missing from "
+            "the store: it was deleted by hand or by a garbage collection; restore an earlier "
+            f"checkpoint (`nbferry list --session {manifest.session_id}`)"
+        )
+
+    def _damaged(
+        self, manifest: pb.Manifest, key: str, desc: str, problem: str
+    ) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"checkpoint {manifest.checkpoint_id} ({self.url}): {key} ({desc}) is damaged: "
+            f"{problem}. Restore an earlier checkpoint "
+            f"(`nbferry list --session {manifest.session_id}`) or write a new one"
+        )
 
 
 # -- helpers -------------------------------------------------------------------
@@ -569,6 +619,13 @@ def open_store(
 ) -> Store:
     """Open the store at `url` (default: $NBFERRY_STORE or a local folder)."""
     return Store(url, options, **kw)
+
+
+def _allocate(size: int) -> bytearray | mmap.mmap:
+    """A writable output buffer. Big ones are anonymous mappings: bytearray()
+    zero-fills on the calling thread (~0.6 s/GiB here), a mapping's pages are
+    zero-filled lazily by the kernel, in the worker that first writes them."""
+    return bytearray(size) if size < (1 << 20) else mmap.mmap(-1, size)
 
 
 def _blob_key(digest: bytes) -> str:
