@@ -18,10 +18,9 @@ from nbferry.agent import pickling
 from nbferry.agent.covariables import group
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
+from nbferry.agent.pickling import STATE_POD
 from nbferry.storage import PodData, Store
 from nbferry.v1 import manifest_pb2 as pb
-
-STATE_POD = "_state"  # random-number states; no variables
 
 
 def type_name(value: Any) -> str:
@@ -185,20 +184,25 @@ def checkpoint(
         message=message,
         progress=progress,
     )
-    pods = {p.id: p for p in result.manifest.pods}
+    sizes = {}
+    for pod in result.manifest.pods:
+        buffers = [pod.header, *pod.buffers]
+        sizes[pod.id] = (
+            pod,
+            sum(b.size for b in buffers),
+            sum(c.stored_size for b in buffers for c in b.chunks),
+        )
     stored = []
     for name, ref in captured.variables.items():
-        pod = pods[ref.pod_id]
+        pod, raw, stored_bytes = sizes[ref.pod_id]
         stored.append(
             {
                 "name": name,
                 "type": ref.type_name,
                 "pod": ref.pod_id,
                 "serializer": pod.serializer,
-                "raw_bytes": pod.header.size + sum(b.size for b in pod.buffers),
-                "stored_bytes": sum(
-                    c.stored_size for b in [pod.header, *pod.buffers] for c in b.chunks
-                ),
+                "raw_bytes": raw,
+                "stored_bytes": stored_bytes,
                 "shared_with": [n for n in pod.variables if n != name],
             }
         )

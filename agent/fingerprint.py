@@ -83,7 +83,7 @@ def fingerprint(value: Any) -> bytes:
         buffers.clear()
         sink = io.BytesIO()
         _Canonical(sink, protocol=5, buffer_callback=buffers.append).dump(value)
-    h = blake3.blake3(sink.getvalue())
+    h = blake3.blake3(sink.getvalue(), max_threads=blake3.blake3.AUTO)  # big arrays: all cores
     for buf in buffers:
         h.update(buf.raw())
     return h.digest()

@@ -57,6 +57,7 @@ def _shared_singletons() -> tuple[type, ...]:
 
 
 SMALL_FOR_DILL = 1 << 20  # dill is the last resort, and only for small objects
+STATE_POD = "_state"  # the pod holding random-number states; it has no variables
 
 
 def _main_dict() -> dict[str, Any]:

@@ -15,10 +15,11 @@ import platform
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nbferry.agent import pickling
-from nbferry.agent.capture import STATE_POD
+from nbferry.agent.pickling import STATE_POD
 from nbferry.storage import Store, StoreError
 from nbferry.v1 import manifest_pb2 as pb
 
@@ -69,11 +70,14 @@ def restore(
     loaded: list[str] = []
     failed: list[dict[str, str]] = []
 
-    for binding in manifest.modules:
-        user_ns[binding.name] = importlib.import_module(binding.module)
-        loaded.append(binding.name)
-
-    pods = store.read_pods(manifest, progress=progress)
+    # Fetch while the modules import: reading mostly waits on I/O, hashing and
+    # zstd, all of which release the GIL.
+    with ThreadPoolExecutor(1) as fetcher:
+        pending_pods = fetcher.submit(store.read_pods, manifest, progress=progress)
+        for binding in manifest.modules:
+            user_ns[binding.name] = importlib.import_module(binding.module)
+            loaded.append(binding.name)
+        pods = pending_pods.result()
     by_id = {p.id: p for p in manifest.pods}
     pending = [pid for pid in by_id if pid != STATE_POD]
     # Definitions may refer to each other (a subclass to its base): retry in passes.

@@ -53,6 +53,7 @@ from nbferry.v1 import manifest_pb2 as pb
 
 PACK_THRESHOLD = 256 << 10  # chunks smaller than this go into packs
 PACK_TARGET = 8 << 20  # a pack is flushed once it holds this much
+INLINE = 64 << 10  # chunks smaller than this are hashed and encoded on the calling thread
 MANIFEST_SUFFIX = ".ckpt"
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -357,7 +358,15 @@ class Store:
                 for piece in ck.split(view, self.chunk_size):
                     ordered.append((piece, target.chunks.add(raw_size=len(piece))))
         with ThreadPoolExecutor(self.workers) as pool:
-            hashes = list(pool.map(lambda item: ck.chunk_hash(item[0]), ordered))
+            # Tiny chunks are hashed inline: a pool task costs more than the hash.
+            futures = [
+                None if len(view) < INLINE else pool.submit(ck.chunk_hash, view)
+                for view, _ in ordered
+            ]
+            hashes = [
+                ck.chunk_hash(view) if fut is None else fut.result()
+                for (view, _), fut in zip(ordered, futures, strict=True)
+            ]
         table: dict[bytes, _Chunk] = {}
         for (view, ref), digest in zip(ordered, hashes, strict=True):
             ref.hash = digest
@@ -434,8 +443,11 @@ class Store:
             stats.uploaded_bytes += size
             stats.blobs_written += 1
 
-        encoded = _bounded_map(pool, lambda c: ck.encode(c.view), todo, self.workers)
-        for chunk, (codec, payload) in zip(todo, encoded, strict=True):
+        tiny = [c for c in todo if len(c.view) < INLINE]
+        rest = [c for c in todo if len(c.view) >= INLINE]
+        encoded = _bounded_map(pool, lambda c: ck.encode(c.view), rest, self.workers)
+        pairs = [(c, ck.encode(c.view)) for c in tiny]  # inline: cheaper than a pool task
+        for chunk, (codec, payload) in [*pairs, *zip(rest, encoded, strict=True)]:
             chunk.ref = pack.add(bytes([codec]), bytes(payload), codec)
             stats.chunks_uploaded += 1
             if pack.size >= PACK_TARGET:
