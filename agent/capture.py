@@ -67,41 +67,50 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
         if pickling.is_definition(value) and definitions.get(id(value)) != name:
             data[name] = value
 
-    for name in sorted(definitions.values()):
-        value = names[name]
-        try:
-            enc = pickling.encode({name: value}, definitions, {}, by_value=True)
-        except Exception as exc:
-            out.skipped.append(_skip(name, value, exc))
-            continue
-        _add_pod(out, f"d{len(out.pods)}", {name: value}, enc, {name: enc})
-
+    # Definitions and data go through one grouping: a function whose default is
+    # a notebook dict, a class attribute that is a notebook list, or two
+    # closures over one cell share objects like any other co-variables.
+    values: dict[str, Any] = {name: names[name] for name in sorted(definitions.values())}
+    values.update(data)
     views = pickling.rebuildable_views(data.values())
     single: dict[str, pickling.Encoded] = {}
-    for name, value in data.items():
+    for name, value in values.items():
         try:
-            single[name] = pickling.encode({name: value}, definitions, views)
+            single[name] = pickling.encode({name: value}, definitions, views, _has_def([value]))
         except Exception as exc:
             out.skipped.append(_skip(name, value, exc))
-    for members in group({n: e.reached.keys() for n, e in single.items()}):
+    groups = group({n: e.reached.keys() for n, e in single.items()})
+    # Pods with definitions first: other pods refer to definitions by name.
+    groups.sort(key=lambda members: not _has_def([values[n] for n in members]))
+    for members in groups:
         if len(members) == 1:
-            enc = single[members[0]]
-            _add_pod(out, f"p{len(out.pods)}", {members[0]: data[members[0]]}, enc, single)
+            _add_pod(
+                out,
+                f"p{len(out.pods)}",
+                {members[0]: values[members[0]]},
+                single[members[0]],
+                single,
+            )
             continue
-        values = {n: data[n] for n in members}
+        together = {n: values[n] for n in members}
         try:
-            enc = pickling.encode(values, definitions, views)
+            enc = pickling.encode(together, definitions, views, _has_def(together.values()))
         except Exception as exc:  # keep the values, lose only the aliasing
             out.notes.append(
                 f"{', '.join(members)} share objects but could not be stored together "
                 f"({type(exc).__name__}: {exc}); each was stored alone, so they no longer share"
             )
             for n in members:
-                _add_pod(out, f"p{len(out.pods)}", {n: data[n]}, single[n], single)
+                _add_pod(out, f"p{len(out.pods)}", {n: values[n]}, single[n], single)
             continue
-        _add_pod(out, f"p{len(out.pods)}", values, enc, single)
+        _add_pod(out, f"p{len(out.pods)}", together, enc, single)
     out.pods.append(_state_pod())
     return out
+
+
+def _has_def(values: Any) -> bool:
+    """Whether a pod stores notebook definitions (by value, with cloudpickle)."""
+    return any(pickling.is_definition(v) for v in values)
 
 
 def _add_pod(

@@ -45,6 +45,8 @@ _IMMUTABLE = (
     slice,
     type(Ellipsis),
     frozenset,
+    tuple,  # what a tuple holds that is mutable still links, by itself
+    types.CodeType,  # code objects share constant tuples CPython merges at compile time
     enum.Enum,
 )
 
@@ -86,7 +88,8 @@ def _rebuild_main_function(
     doc: str | None,
 ) -> types.FunctionType:
     """A notebook function whose globals are the (new) kernel's namespace."""
-    cells = None if closure is None else tuple(types.CellType(v) for v in closure)
+    # Cells are pickled as cells (memoized), so closures that shared one still do.
+    cells = closure
     fn = types.FunctionType(code, _main_dict(), name, defaults, cells)
     fn.__qualname__, fn.__kwdefaults__, fn.__doc__ = qualname, kwdefaults, doc
     fn.__module__ = "__main__"
@@ -215,7 +218,7 @@ class _Tracking:
         self.immutable = _IMMUTABLE + _shared_singletons()
 
     def persistent_id(self, obj: Any) -> None:
-        if not isinstance(obj, self.immutable) and not (type(obj) is tuple and not obj):
+        if not isinstance(obj, self.immutable):
             self.reached[id(obj)] = obj
             if self.np is not None and isinstance(obj, self.np.ndarray):
                 root = _array_root(obj)
@@ -253,16 +256,13 @@ def _cloud_pickler_class() -> type:
                 and obj.__module__ == "__main__"
                 and obj.__globals__ is _main_dict()
             ):
-                closure = None
-                if obj.__closure__ is not None:
-                    closure = tuple(c.cell_contents for c in obj.__closure__)
                 return _rebuild_main_function, (
                     obj.__code__,
                     obj.__name__,
                     obj.__qualname__,
                     obj.__defaults__,
                     obj.__kwdefaults__,
-                    closure,
+                    obj.__closure__,
                     dict(obj.__dict__),
                     obj.__doc__,
                 )

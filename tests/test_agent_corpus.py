@@ -503,15 +503,14 @@ NOTEBOOKS = [
             assert ops["sq"] is sq and ops["scale"] is scale
             assert inc(1) == 102 and inc.__name__ == "inc" and deco(sq)(2) == 104
             assert scale.note == "has attrs" and scale.__module__ == "__main__"
-            assert memo(5) == 25 and cache == {4: 16}
+            assert memo(5) == 25 and cache == {4: 16, 5: 25}  # the default is `cache` itself
         """,
         same_next="[scale(5), twice_scaled(2), fact(6), kw(0, c=1), apply(sq, 7), inc(0)]",
         bugs=[
             Bug(
                 "default_shares_variable",
-                "BUG: a function default that is also a notebook variable "
-                "(def memo(x, c=cache)) is restored as a separate copy; definitions are "
-                "never grouped with the data they share",
+                "a function default that is also a notebook variable "
+                "(def memo(x, c=cache)) stays that same object after restore",
                 in_target("assert memo.__defaults__[0] is cache"),
             )
         ],
@@ -569,8 +568,8 @@ NOTEBOOKS = [
         bugs=[
             Bug(
                 "closures_share_cell",
-                "BUG: two closures over one cell (get/put from one factory) are restored "
-                "with a cell each, so put() no longer changes what get() returns",
+                "two closures over one cell (get/put from one factory) still share it, "
+                "so put() changes what get() returns",
                 in_target("put(8)\nassert get() == 8"),
             )
         ],
@@ -658,8 +657,8 @@ NOTEBOOKS = [
         bugs=[
             Bug(
                 "class_attribute_shares_variable",
-                "BUG: a class attribute that is also a notebook variable "
-                "(class Plugin: plugins = registry) is restored as a separate copy",
+                "a class attribute that is also a notebook variable "
+                "(class Plugin: plugins = registry) stays that same object",
                 in_target("assert Plugin.plugins is registry"),
             )
         ],
