@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/nbferry/v1/*.proto)
 
-.PHONY: demo test lint proto proto-check bench clean
+.PHONY: demo test lint proto proto-check bench bench-agent clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,12 @@ proto-check: $(VENV)/.installed
 	diff -r -x '*.proto' -x '__init__.py' -x '__pycache__' proto/nbferry build/proto-check/nbferry \
 	  || (echo "generated code in proto/ is stale: run 'make proto' and commit" >&2; exit 1)
 
+# Benchmarks (not part of `make test`): the store, then the agent in real kernels.
 bench: $(VENV)/.installed
 	$(PY) bench/bench_store.py
+
+bench-agent: $(VENV)/.installed
+	$(PY) bench/bench_agent.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .ruff_cache
