@@ -559,11 +559,7 @@ class Store:
                     ck.decode_into(entry[0], entry[1:], out)
                 except ValueError as exc:
                     problem = f"cannot be decoded ({exc})"
-                else:
-                    if ck.chunk_hash(out) != ref.hash:
-                        problem = "content does not match its hash"
-            if problem:
-                raise self._damaged(manifest, key, desc, problem)
+            self._verify(manifest, key, desc, ref, out, problem)
             done.add(ref.raw_size)
 
     def _read_local_blob(
@@ -585,7 +581,7 @@ class Store:
                 problem = ""
                 try:
                     if not tag:
-                        problem = "truncated: 0 bytes"
+                        problem = f"truncated: 0 of {ref.stored_size} bytes"
                     elif tag[0] == pb.CODEC_RAW:
                         n = f.readinto(out)
                         if n != len(out):
@@ -600,11 +596,23 @@ class Store:
                             ck.decode_into(tag[0], payload, out)
                 except ValueError as exc:
                     problem = f"cannot be decoded ({exc})"
-                if not problem and ck.chunk_hash(out) != ref.hash:
-                    problem = "content does not match its hash"
-                if problem:
-                    raise self._damaged(manifest, key, desc, problem)
+                self._verify(manifest, key, desc, ref, out, problem)
                 done.add(ref.raw_size)
+
+    def _verify(
+        self,
+        manifest: pb.Manifest,
+        key: str,
+        desc: str,
+        ref: pb.ChunkRef,
+        out: memoryview,
+        problem: str,
+    ) -> None:
+        """Raise for a decoding problem, else check the decoded bytes against their hash."""
+        if not problem and ck.chunk_hash(out) != ref.hash:
+            problem = "content does not match its hash"
+        if problem:
+            raise self._damaged(manifest, key, desc, problem)
 
     def _missing(self, manifest: pb.Manifest, key: str, desc: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(
