@@ -54,6 +54,8 @@ class Backend:
         if self.s3:
             self.fs.retries = 2  # s3fs's own retry loop (a class attribute); ours backs off
         self._create_lock = threading.Lock()  # memory:// has no atomic create
+        self._reader: Any = None  # boto3 client for S3 GETs, made on first read
+        self._reader_lock = threading.Lock()
 
     # -- paths -------------------------------------------------------------
 
@@ -105,6 +107,8 @@ class Backend:
 
         def read() -> bytes:
             try:
+                if self.s3:
+                    return self._s3_get(key, start, end)
                 return self.fs.cat_file(self.path(key), start=start, end=end)
             except OSError as exc:
                 if start is not None and "range is not satisfiable" in str(exc).lower():
@@ -161,6 +165,49 @@ class Backend:
         self._call("delete", key, rm)
 
     # -- internals ---------------------------------------------------------
+
+    def _s3_get(self, key: str, start: int | None, end: int | None) -> bytes:
+        """GetObject through boto3: 2-3x less CPU per byte than s3fs's aiohttp body reads.
+
+        The client is built from the session s3fs resolved (endpoint, region,
+        signing, explicit keys or profile), so both see the same store and
+        credentials; errors are translated to the same Python exceptions.
+        """
+        bucket, _, name = self.path(key).partition("/")
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
+        if start is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            return self._s3_reader().get_object(**kwargs)["Body"].read()
+        except Exception as exc:
+            raise _translate_s3(exc, f"{bucket}/{name}") from exc
+
+    def _s3_reader(self) -> Any:
+        with self._reader_lock:
+            if self._reader is None:
+                import boto3
+                from botocore.config import Config
+
+                meta = self.fs.connect().meta  # s3fs's own (aiobotocore) client
+                fs: Any = self.fs
+                session = boto3.session.Session(
+                    aws_access_key_id=fs.key,
+                    aws_secret_access_key=fs.secret,
+                    aws_session_token=fs.token,
+                    profile_name=fs.kwargs.get("profile"),
+                )
+                self._reader = session.client(
+                    "s3",
+                    endpoint_url=meta.endpoint_url,
+                    region_name=meta.region_name,
+                    config=Config(
+                        signature_version=meta.config.signature_version,
+                        retries={"max_attempts": 2, "mode": "standard"},
+                        connect_timeout=10,
+                        max_pool_connections=32,
+                    ),
+                )
+            return self._reader
 
     def _write(self, key: str, parts: Parts, exclusive: bool) -> None:
         path = self.path(key)
@@ -229,6 +276,28 @@ class Backend:
             if type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp"):
                 raise StoreAccessError(f"store {self.url}: cannot {op} {key}: {exc}") from exc
             raise
+
+
+_S3_MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+_S3_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+
+
+def _translate_s3(exc: Exception, path: str) -> Exception:
+    """botocore's ClientError as the exceptions s3fs would raise for it."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return exc  # connection errors etc.: classified by name in retry.is_transient
+    code = str(response.get("Error", {}).get("Code", ""))
+    message = str(response.get("Error", {}).get("Message", "")) or code
+    if code == "NoSuchBucket":
+        return FileNotFoundError(f"The specified bucket does not exist: {path}")
+    if code in _S3_MISSING:
+        return FileNotFoundError(path)
+    if code in _S3_DENIED:
+        return PermissionError(f"{message}: {path}")
+    if code in ("InvalidRange", "416"):
+        return OSError(22, f"The requested range is not satisfiable: {path}")
+    return exc
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
