@@ -41,4 +41,5 @@ def _short(value: Any) -> str:
         return f"{type(value).__name__} shape={shape}"
     if pickling.is_definition(value):
         return f"{'class' if isinstance(value, type) else 'def'} {value.__qualname__}"
-    return _repr.repr(value)
+    text = _repr.repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

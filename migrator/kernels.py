@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import uuid
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import KernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 
 
 class KernelError(RuntimeError):
@@ -21,7 +23,13 @@ class Kernel:
     def __init__(
         self, cwd: Path | str, env: dict[str, str] | None = None, timeout: float = 60
     ) -> None:
-        self.km = KernelManager(kernel_name="python3")
+        # IPC (Unix sockets in the runtime dir) rather than TCP on loopback: a
+        # local kernel needs no network port, and nothing else can connect.
+        # The socket path must be absolute: the kernel starts in another directory.
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True)
+        socket_base = runtime / f"nbferry-{uuid.uuid4().hex[:12]}"
+        self.km = KernelManager(kernel_name="python3", transport="ipc", ip=str(socket_base))
         self.km.start_kernel(cwd=str(cwd), env={**os.environ, **(env or {})})
         self.kc = self.km.client()
         self.kc.start_channels()
