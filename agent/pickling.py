@@ -97,6 +97,21 @@ def _rebuild_main_function(
     return fn
 
 
+def _slotted_skeleton(
+    metaclass: type, name: str, bases: tuple[type, ...], slots: Any, qualname: str
+) -> type:
+    """An empty notebook class that already has its __slots__ (they cannot be added later)."""
+    cls = metaclass(name, bases, {"__slots__": slots, "__module__": "__main__"})
+    cls.__qualname__ = qualname
+    return cls
+
+
+def _fill_class(cls: type, state: dict[str, Any]) -> None:
+    """Second phase: the class body, set once the class itself is memoized."""
+    for key, value in state.items():
+        setattr(cls, key, value)
+
+
 def _rebuild_view(
     base: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any
 ) -> Any:
@@ -266,9 +281,22 @@ def _cloud_pickler_class() -> type:
                     dict(obj.__dict__),
                     obj.__doc__,
                 )
+            if isinstance(obj, type) and obj.__module__ == "__main__" and "__slots__" in vars(obj):
+                return _reduce_slotted_class(obj)
             return super().reducer_override(obj)
 
     return _CloudPickler
+
+
+def _reduce_slotted_class(cls: type) -> tuple[Any, ...]:
+    """cloudpickle 3.1 builds a class before applying its body, so __slots__ arrive too
+    late and instances gain a __dict__. Build the skeleton with its slots, then fill it."""
+    slots = cls.__slots__
+    names = {slots} if isinstance(slots, str) else set(slots)
+    skip = names | {"__slots__", "__dict__", "__weakref__", "__module__", "__qualname__"}
+    state = {k: v for k, v in vars(cls).items() if k not in skip}
+    args = (type(cls), cls.__name__, cls.__bases__, slots, cls.__qualname__)
+    return _slotted_skeleton, args, state, None, None, _fill_class
 
 
 def _dump(

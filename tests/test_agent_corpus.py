@@ -675,19 +675,22 @@ NOTEBOOKS = [
                 def __init__(self):
                     self.a, self.b = 1, 2
             slim = Slim()
+            class Wide(Slim):
+                __slots__ = ("c",)
+                def __init__(self):
+                    super().__init__()
+                    self.c = 3
+            wide = Wide()
             """,
         ],
         checks="""
             assert type(pr) is Pair and pr.left == 1 and type(slim) is Slim and slim.b == 2
+            assert type(wide) is Wide and isinstance(wide, Slim) and (wide.a, wide.c) == (1, 3)
+            assert Wide().c == 3 and not hasattr(wide, "__dict__")  # super() in a slotted class
             assert "__dict__" not in vars(Slim), f"Slim lost its slots: {sorted(vars(Slim))}"
             assert not hasattr(slim, "__dict__")
             assert "__dict__" not in vars(Pair), f"Pair lost its slots: {sorted(vars(Pair))}"
         """,
-        xfail=(
-            "BUG (cloudpickle 3.1 by-value classes): notebook classes with __slots__ "
-            "(incl. namedtuple classes) are rebuilt without slots: they gain __dict__ and "
-            "__weakref__, lose the slot descriptors, and their fingerprints change"
-        ),
     ),
     Notebook(
         "modules_and_aliases",
