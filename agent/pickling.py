@@ -209,10 +209,6 @@ class Encoded:
     # unique for the whole capture; a reused id would link unrelated variables.
     reached: dict[int, Any] = field(default_factory=dict)
 
-    @property
-    def raw_size(self) -> int:
-        return len(self.header) + sum(b.raw().nbytes for b in self.buffers)
-
     def digest(self) -> bytes:
         """Hash of the stored bytes (not canonical: see fingerprint.py)."""
         h = blake3.blake3(self.header)
