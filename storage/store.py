@@ -14,6 +14,7 @@ new manifest or a complete one, and never touches an earlier checkpoint.
 from __future__ import annotations
 
 import getpass
+import itertools
 import mmap
 import platform
 import socket
@@ -446,8 +447,13 @@ class Store:
         tiny = [c for c in todo if len(c.view) < INLINE]
         rest = [c for c in todo if len(c.view) >= INLINE]
         encoded = _bounded_map(pool, lambda c: ck.encode(c.view), rest, self.workers)
-        pairs = [(c, ck.encode(c.view)) for c in tiny]  # inline: cheaper than a pool task
-        for chunk, (codec, payload) in [*pairs, *zip(rest, encoded, strict=True)]:
+        # Lazily, both: building a list here would encode every chunk before
+        # packing any and lose the memory bound.
+        pairs = itertools.chain(
+            ((c, ck.encode(c.view)) for c in tiny),  # inline: cheaper than a pool task
+            zip(rest, encoded, strict=True),
+        )
+        for chunk, (codec, payload) in pairs:
             chunk.ref = pack.add(bytes([codec]), bytes(payload), codec)
             stats.chunks_uploaded += 1
             if pack.size >= PACK_TARGET:
