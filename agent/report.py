@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KiB'. Shared by the magics and the CLI (migrator imports it)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GiB"
+    raise AssertionError("unreachable")
 
 
 class Report(dict):
@@ -24,13 +25,15 @@ class Report(dict):
 def render_checkpoint(r: dict[str, Any]) -> str:
     lines = [
         f"checkpoint {r['checkpoint_id']} of session {r['session_id']} in {r['store']}",
-        f"  stored {len(r['stored'])} variables: {_size(r['raw_bytes'])} raw, "
-        f"{_size(r['stored_bytes'])} stored, {_size(r['bytes_uploaded'])} uploaded "
+        f"  stored {len(r['stored'])} variables: {human_size(r['raw_bytes'])} raw, "
+        f"{human_size(r['stored_bytes'])} stored, {human_size(r['bytes_uploaded'])} uploaded "
         f"in {r['seconds']:.2f} s",
     ]
     for v in r["stored"]:
         shared = f" (with {', '.join(v['shared_with'])})" if v["shared_with"] else ""
-        lines.append(f"    {v['name']:<20} {v['type']:<32} {_size(v['raw_bytes']):>10}{shared}")
+        lines.append(
+            f"    {v['name']:<20} {v['type']:<32} {human_size(v['raw_bytes']):>10}{shared}"
+        )
     if r["modules"]:
         lines.append("  modules: " + ", ".join(f"{m['name']}={m['module']}" for m in r["modules"]))
     for s in r["skipped"]:

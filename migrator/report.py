@@ -5,17 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from nbferry.agent.report import human_size
 from nbferry.v1 import manifest_pb2 as pb
 
+__all__ = ["checkpoint_summary", "human_size", "render_show", "table"]
+
 _CODECS = {pb.CODEC_RAW: "raw", pb.CODEC_ZSTD: "zstd", pb.CODEC_UNSPECIFIED: "shared"}
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _buffers(pod: pb.Pod) -> list[pb.Buffer]:
