@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbferry.agent import pickling
+from nbferry.agent import pickling, planning
 from nbferry.agent.covariables import group
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.agent.pickling import STATE_POD
-from nbferry.storage import PodData, Store
+from nbferry.storage import PodData, Store, StoreError
 from nbferry.v1 import manifest_pb2 as pb
 
 
@@ -121,13 +121,14 @@ def _add_pod(
     single: dict[str, pickling.Encoded],
 ) -> None:
     out.pods.append(PodData(pod_id, enc.header, enc.buffers, list(values), enc.serializer))
-    for name, value in values.items():
+    size = len(enc.header) + sum(memoryview(b).nbytes for b in enc.buffers)
+    for i, (name, value) in enumerate(values.items()):
         try:
             digest = fingerprint(value)
         except Exception:  # stored by cloudpickle/dill: hash what was stored instead
             digest = single[name].digest()
         out.variables[name] = pb.VariableRef(
-            pod_id=pod_id, type_name=type_name(value), fingerprint=digest
+            pod_id=pod_id, type_name=type_name(value), fingerprint=digest, size=0 if i else size
         )
 
 
@@ -159,15 +160,46 @@ def environment(captured: Captured, user_ns: dict[str, Any]) -> pb.Environment:
     return env
 
 
-def history(shell: Any) -> pb.History:
-    """The cells run so far, as IPython recorded them (after transformation)."""
-    hist = pb.History()
-    inputs = list(getattr(shell, "user_ns", {}).get("In", []))
-    for index, source in enumerate(inputs):
-        if index == 0 or not source:
-            continue
-        hist.cells.add(index=len(hist.cells), execution_count=index, source=source)
-    return hist
+class PlanError(ValueError):
+    """Some variables can be neither stored nor safely recomputed; nothing was uploaded."""
+
+
+def plan_checkpoint(
+    shell: Any,
+    store: Store,
+    session_id: str,
+    captured: Captured,
+    *,
+    restore_weight: float = 1.0,
+    inputs_on_target: bool = False,
+    store_all: bool = False,
+) -> planning.Planned:
+    """Plan what to store and what to recompute, with this store's measured speed."""
+    from nbferry.agent.recorder import recorder_of
+    from nbferry.storage.speed import store_speed
+
+    parent = store.latest(session_id)
+    already: dict[str, bytes] = {}
+    if parent is not None:
+        try:
+            manifest = store.read_manifest(parent)
+        except StoreError:
+            manifest = None  # a damaged parent only costs deduplication
+        if manifest is not None:
+            stored_pods = {p.id for p in manifest.pods}
+            already = {
+                n: r.fingerprint for n, r in manifest.variables.items() if r.pod_id in stored_pods
+            }
+    return planning.plan_session(
+        captured.variables,
+        [s.name for s in captured.skipped],
+        recorder_of(shell).history(),
+        store_speed(store),
+        restore_weight=restore_weight,
+        inputs_on_target=inputs_on_target,
+        store_all=store_all,
+        already_stored=already,
+    )
 
 
 def checkpoint(
@@ -176,19 +208,58 @@ def checkpoint(
     session_id: str,
     message: str = "",
     progress: Any = None,
+    *,
+    restore_weight: float = 1.0,
+    inputs_on_target: bool = False,
+    store_all: bool = False,
+    allow_loss: bool = False,
 ) -> dict[str, Any]:
-    """Capture the shell's namespace and write a checkpoint; returns the report."""
+    """Capture, plan, upload what the plan stores, commit; returns the report.
+
+    When some variable can be neither stored nor recomputed, raises PlanError
+    before anything is uploaded, unless `allow_loss`.
+    """
     started = time.perf_counter()
     user_ns = shell.user_ns
     captured = capture_namespace(user_ns, getattr(shell, "user_ns_hidden", None))
+    planned = plan_checkpoint(
+        shell,
+        store,
+        session_id,
+        captured,
+        restore_weight=restore_weight,
+        inputs_on_target=inputs_on_target,
+        store_all=store_all,
+    )
+    infeasible = planned.plan.infeasible
+    if infeasible and not allow_loss:
+        raise PlanError(
+            "these variables can be neither stored nor safely recomputed; nothing was "
+            "uploaded:\n  "
+            + "\n  ".join(f"{n}: {why}" for n, why in sorted(infeasible.items()))
+            + "\nDelete them, make them picklable, or pass --allow-loss to checkpoint without them."
+        )
+    recomputed = set(planned.plan.recompute)
+    skipped = [s for s in captured.skipped if s.name not in recomputed]
+    for s in skipped:
+        if s.name in infeasible:
+            s.reason = infeasible[s.name][:500]
+    variables = dict(captured.variables)
+    for s in captured.skipped:
+        if s.name in recomputed:  # unpicklable, rebuilt by its cells: no fingerprint to check
+            variables[s.name] = pb.VariableRef(
+                pod_id=f"~{s.name}", type_name=s.type_name, unserializable=True
+            )
+    pods = [p for p in captured.pods if p.pod_id in planned.stored_groups or p.pod_id == STATE_POD]
     blocked = time.perf_counter() - started
     result = store.write_checkpoint(
         session_id,
-        captured.pods,
-        variables=captured.variables,
-        skipped=captured.skipped,
+        pods,
+        variables=variables,
+        skipped=skipped,
         modules=captured.modules,
-        history=history(shell),
+        plan=planned.to_pb(),
+        history=pb.History(cells=planned.cells),
         environment=environment(captured, user_ns),
         message=message,
         progress=progress,
@@ -202,7 +273,9 @@ def checkpoint(
             sum(c.stored_size for b in buffers for c in b.chunks),
         )
     stored = []
-    for name, ref in captured.variables.items():
+    for name, ref in variables.items():
+        if ref.pod_id not in sizes:
+            continue
         pod, raw, stored_bytes = sizes[ref.pod_id]
         stored.append(
             {
@@ -215,19 +288,21 @@ def checkpoint(
                 "shared_with": [n for n in pod.variables if n != name],
             }
         )
+    report = planned.report()
     return {
         "checkpoint_id": result.checkpoint_id,
         "session_id": session_id,
         "store": store.url,
         "parent_checkpoint_id": result.parent_checkpoint_id or None,
         "stored": stored,
-        "skipped": [
-            {"name": s.name, "type": s.type_name, "reason": s.reason} for s in captured.skipped
-        ],
+        "recomputed": sorted(recomputed),
+        "rerun_cells": report["rerun_cells"],
+        "skipped": [{"name": s.name, "type": s.type_name, "reason": s.reason} for s in skipped],
         "modules": [
             {"name": m.name, "module": m.module, "version": m.version} for m in captured.modules
         ],
         "notes": captured.notes,
+        "plan": report,
         "raw_bytes": result.raw_bytes,
         "stored_bytes": result.stored_bytes,
         "bytes_uploaded": result.uploaded_bytes,

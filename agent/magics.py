@@ -9,7 +9,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from nbferry.agent.report import Report, render_checkpoint, render_restore
+from nbferry.agent.report import Report, render_checkpoint, render_plan, render_restore
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,10 +20,16 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="%nbferry", add_help=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("checkpoint", add_help=False)
-    p.add_argument("--store")
-    p.add_argument("--session")
-    p.add_argument("--message", "-m", default="")
+    for command in ("checkpoint", "plan"):
+        p = sub.add_parser(command, add_help=False)
+        p.add_argument("--store")
+        p.add_argument("--session")
+        p.add_argument("--restore-weight", type=float, default=1.0)
+        p.add_argument("--inputs-on-target", action="store_true")
+        p.add_argument("--store-all", action="store_true")
+        if command == "checkpoint":
+            p.add_argument("--message", "-m", default="")
+            p.add_argument("--allow-loss", action="store_true")
     p = sub.add_parser("restore", add_help=False)
     p.add_argument("checkpoint", nargs="?", default="latest")
     p.add_argument("--store")
@@ -36,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 @magics_class
 class NbferryMagics(Magics):
-    """`%nbferry checkpoint|restore|status`; each returns a dict report."""
+    """`%nbferry checkpoint|plan|restore|status`; each returns a dict report."""
 
     @line_magic
     def nbferry(self, line: str) -> Any:
@@ -54,8 +60,32 @@ class NbferryMagics(Magics):
             if args.command == "checkpoint":
                 from nbferry.agent.capture import checkpoint
 
-                report = checkpoint(self.shell, store, session, args.message)
+                report = checkpoint(
+                    self.shell,
+                    store,
+                    session,
+                    args.message,
+                    restore_weight=args.restore_weight,
+                    inputs_on_target=args.inputs_on_target,
+                    store_all=args.store_all,
+                    allow_loss=args.allow_loss,
+                )
                 print(render_checkpoint(report))
+            elif args.command == "plan":
+                from nbferry.agent.capture import capture_namespace, plan_checkpoint
+
+                captured = capture_namespace(ns, getattr(self.shell, "user_ns_hidden", None))
+                planned = plan_checkpoint(
+                    self.shell,
+                    store,
+                    session,
+                    captured,
+                    restore_weight=args.restore_weight,
+                    inputs_on_target=args.inputs_on_target,
+                    store_all=args.store_all,
+                )
+                report = planned.report()
+                print(render_plan(report))
             elif args.command == "restore":
                 from nbferry.agent.restore import restore
 

@@ -38,6 +38,11 @@ class Cell:
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
     safe: bool = True  # False: writes files, talks to the network, unseeded randomness...
+    why: str = ""  # why it is unsafe, for reports
+    label: str = ""  # how reports name the cell ("In[7]"); defaults to "cell <index>"
+
+    def __str__(self) -> str:
+        return self.label or f"cell {self.index}"
 
 
 @dataclass(frozen=True)
@@ -145,22 +150,32 @@ def plan(cells: Sequence[Cell], variables: Sequence[Variable], speed: float = 1.
     """
     producer: dict[str, int] = {}  # current writer of each name, by position in `cells`
     reads: list[list[tuple[str, int]]] = [[] for _ in cells]  # (name, producing position)
+    unproduced: dict[str, list[int]] = {}  # name -> cells that read it before any cell wrote it
     for pos, cell in enumerate(cells):
         reads[pos] = [(name, producer[name]) for name in sorted(cell.reads) if name in producer]
+        for name in cell.reads:
+            if name not in producer:
+                unproduced.setdefault(name, []).append(pos)
         for name in cell.writes:
             producer[name] = pos
+    why = [cell.why or "it is marked unsafe" if not cell.safe else "" for cell in cells]
+    for name, positions in unproduced.items():
+        if name in producer:  # changed later: the version these cells read exists nowhere
+            for pos in positions:
+                why[pos] = why[pos] or f"it read a {name!r} that no recorded cell made"
     # A current input can be loaded from the store; only a version that a later
     # cell overwrote has to be reproduced by rerunning its producer.
     needs = [{p for name, p in pairs if producer[name] != p} for pairs in reads]
-    infeasible = _infeasible(cells, variables, producer, needs)
+    infeasible = _infeasible(cells, why, variables, producer, needs)
     kept = [v for v in variables if v.name not in infeasible]
-    result = _cut(cells, kept, producer, needs, speed)
+    result = _cut(cells, why, kept, producer, needs, speed)
     result.infeasible = {**infeasible, **result.infeasible}
     return result
 
 
 def _cut(
     cells: Sequence[Cell],
+    why: list[str],
     variables: Sequence[Variable],
     producer: dict[str, int],
     needs: list[set[int]],
@@ -170,7 +185,7 @@ def _cut(
     source, sink = n_cells + n_vars, n_cells + n_vars + 1
     graph = _Graph(n_cells + n_vars + 2)
     for pos, cell in enumerate(cells):
-        graph.add(pos, sink, cell.runtime * speed if cell.safe else INF)
+        graph.add(pos, sink, INF if why[pos] else cell.runtime * speed)
         for earlier in needs[pos]:
             graph.add(pos, earlier, INF)
     groups: dict[str, list[int]] = {}
@@ -207,6 +222,7 @@ def _cut(
 
 def _infeasible(
     cells: Sequence[Cell],
+    why_unsafe: list[str],
     variables: Sequence[Variable],
     producer: dict[str, int],
     needs: list[set[int]],
@@ -225,10 +241,10 @@ def _infeasible(
             if pos in seen:
                 continue
             seen.add(pos)
-            if not cells[pos].safe:
+            if why_unsafe[pos]:
                 why[var.name] = (
-                    f"cannot be serialized, and recomputing it needs cell "
-                    f"{cells[pos].index}, which is unsafe to rerun"
+                    f"cannot be serialized, and recomputing it needs {cells[pos]}, "
+                    f"which is unsafe to rerun: {why_unsafe[pos]}"
                 )
                 break
             stack.extend(needs[pos])

@@ -29,6 +29,12 @@ def render_checkpoint(r: dict[str, Any]) -> str:
         f"{human_size(r['stored_bytes'])} stored, {human_size(r['bytes_uploaded'])} uploaded "
         f"in {r['seconds']:.2f} s",
     ]
+    if r.get("recomputed"):
+        cells = ", ".join(f"In[{n}]" for n in r["rerun_cells"])
+        lines.append(
+            f"  recomputed on restore ({len(r['recomputed'])}): {', '.join(r['recomputed'])} "
+            f"by rerunning {cells}"
+        )
     for v in r["stored"]:
         shared = f" (with {', '.join(v['shared_with'])})" if v["shared_with"] else ""
         lines.append(
@@ -49,10 +55,34 @@ def render_restore(r: dict[str, Any]) -> str:
         f"in {r['seconds']:.2f} s",
         f"  loaded {len(r['loaded'])}: {', '.join(r['loaded']) or '-'}",
     ]
+    if r.get("rerun_cells"):
+        cells = ", ".join(f"In[{n}]" for n in r["rerun_cells"])
+        lines.append(
+            f"  recomputed and verified {len(r['recomputed'])}: {', '.join(r['recomputed']) or '-'}"
+            f" (reran {cells} in {r['rerun_seconds']:.2f} s)"
+        )
+    for name in r.get("differs", []):
+        lines.append(f"  DIFFERS {name}: recomputed, but not equal to the checkpointed value")
     for f in r["failed"]:
-        lines.append(f"  FAILED {f['name']}: {f['reason']}")
-    for s in r["skipped_at_checkpoint"]:
-        lines.append(f"  not in checkpoint: {s['name']} ({s['type']}): {s['reason']}")
+        lines.append(f"  pod failed to load: {f['name']}: {f['reason']}")
+    for item in r.get("lost", []):
+        lines.append(f"  LOST {item['name']}: {item['reason']}")
     for w in r["warnings"]:
         lines.append(f"  warning: {w}")
+    return "\n".join(lines)
+
+
+def render_plan(r: dict[str, Any]) -> str:
+    cells = ", ".join(f"In[{n}]" for n in r["rerun_cells"]) or "none"
+    lines = [
+        f"store ({len(r['store'])}): {', '.join(r['store']) or '-'}",
+        f"recompute ({len(r['recompute'])}): {', '.join(r['recompute']) or '-'}",
+        f"rerun cells: {cells}",
+        f"predicted: checkpoint {r['predicted_checkpoint_seconds']:.2f} s, "
+        f"restore {r['predicted_restore_seconds']:.2f} s",
+    ]
+    for name, why in sorted(r["infeasible"].items()):
+        lines.append(f"CANNOT RESTORE {name}: {why}")
+    if r["infeasible"]:
+        lines.append("checkpoint refuses these unless given --allow-loss")
     return "\n".join(lines)

@@ -20,7 +20,8 @@ from typing import Any
 
 from nbferry.agent import pickling
 from nbferry.agent.pickling import STATE_POD
-from nbferry.storage import Store, StoreError
+from nbferry.agent.rerun import recompute
+from nbferry.storage import CorruptCheckpointError, Store, StoreError
 from nbferry.v1 import manifest_pb2 as pb
 
 
@@ -66,6 +67,7 @@ def restore(
     ref = store.resolve(checkpoint, session_id)
     manifest = store.read_manifest(ref)  # verifies the signature
     warnings = preflight(manifest)
+    warnings += _restore_environment(manifest.environment)  # reruns may open relative paths
     user_ns = shell.user_ns
     loaded: list[str] = []
     failed: list[dict[str, str]] = []
@@ -73,20 +75,25 @@ def restore(
     # Fetch while the modules import: reading mostly waits on I/O, hashing and
     # zstd, all of which release the GIL.
     with ThreadPoolExecutor(1) as fetcher:
-        pending_pods = fetcher.submit(store.read_pods, manifest, progress=progress)
+        pending_pods = fetcher.submit(_read_pods, store, manifest, progress)
         for binding in manifest.modules:
             user_ns[binding.name] = importlib.import_module(binding.module)
             loaded.append(binding.name)
-        pods = pending_pods.result()
+        pods, unreadable = pending_pods.result()
     by_id = {p.id: p for p in manifest.pods}
-    pending = [pid for pid in by_id if pid != STATE_POD]
+    for pid, exc in unreadable.items():
+        _fail(failed, by_id[pid], exc)
+        if pid == STATE_POD:
+            warnings.append(f"random generator states were not restored: {exc}")
+    values: dict[str, Any] = {}
+    pending = [pid for pid in by_id if pid != STATE_POD and pid in pods]
     # Definitions may refer to each other (a subclass to its base): retry in passes.
     for _ in range(len(pending) + 1):
         deferred = []
         for pid in pending:
             pod = pods[pid]
             try:
-                values = pickling.decode(pod.header, pod.buffers, pod.serializer)
+                decoded = pickling.decode(pod.header, pod.buffers, pod.serializer)
             except NameError as exc:
                 if "is not restored yet" in str(exc):
                     deferred.append(pid)
@@ -96,15 +103,18 @@ def restore(
             except Exception as exc:
                 _fail(failed, by_id[pid], exc)
                 continue
-            user_ns.update(values)
-            loaded.extend(values)
+            user_ns.update(decoded)
+            values.update(decoded)
+            loaded.extend(decoded)
         if not deferred or len(deferred) == len(pending):
             for pid in deferred:
                 _fail(failed, by_id[pid], NameError("a definition it needs was not restored"))
             break
         pending = deferred
 
-    if STATE_POD in pods:
+    outcome = recompute(shell, manifest, values)
+
+    if STATE_POD in pods:  # last: reruns draw from the random generators too
         state = pickling.decode(pods[STATE_POD].header, pods[STATE_POD].buffers, "pickle")
         random.setstate(state["random"])
         if "numpy" in state:
@@ -112,20 +122,52 @@ def restore(
 
             np.random.set_state(state["numpy"])
 
-    warnings += _restore_environment(manifest.environment)
     _restore_history(shell, manifest.history)
+    from nbferry.agent.recorder import recorder_of
+
+    recorder_of(shell).adopt(manifest.history)  # so the next checkpoint can recompute too
+    lost = outcome.lost + [
+        {"name": s.name, "reason": f"not saved at checkpoint: {s.reason}"} for s in manifest.skipped
+    ]
     return {
         "checkpoint_id": manifest.checkpoint_id,
         "session_id": manifest.session_id,
         "store": store.url,
         "loaded": loaded,
+        "recomputed": outcome.recomputed,
+        "differs": outcome.differs,
+        "lost": lost,
         "failed": failed,
+        "rerun_cells": outcome.rerun_cells,
+        "rerun_seconds": round(outcome.seconds, 4),
         "skipped_at_checkpoint": [
             {"name": s.name, "type": s.type_name, "reason": s.reason} for s in manifest.skipped
         ],
-        "warnings": warnings,
+        "warnings": warnings + outcome.warnings,
         "seconds": round(time.perf_counter() - started, 4),
     }
+
+
+def _read_pods(
+    store: Store, manifest: pb.Manifest, progress: Any
+) -> tuple[dict[str, Any], dict[str, Exception]]:
+    """All pods that read back intact, and why each other one did not.
+
+    A damaged chunk fails only the pods that use it; their variables are then
+    recomputed when their cells are safe to rerun.
+    """
+    try:
+        return store.read_pods(manifest, progress=progress), {}
+    except CorruptCheckpointError:
+        pass
+    pods: dict[str, Any] = {}
+    errors: dict[str, Exception] = {}
+    for pod in manifest.pods:
+        try:
+            pods.update(store.read_pods(manifest, pod_ids=[pod.id]))
+        except CorruptCheckpointError as exc:
+            errors[pod.id] = exc
+    return pods, errors
 
 
 def _fail(failed: list[dict[str, str]], pod: pb.Pod, exc: Exception) -> None:

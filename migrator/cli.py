@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from nbferry.migrator.errors import KernelError
 from nbferry.migrator.report import checkpoint_summary, human_size, render_show, table
 from nbferry.storage import (
     CheckpointRef,
@@ -117,6 +118,73 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from nbferry.agent.report import render_plan
+
+    if args.kernel:
+        if args.checkpoint:
+            raise ValueError("give a CHECKPOINT or --kernel, not both")
+        report = _plan_in_kernel(args)
+    else:
+        report = _plan_from_checkpoint(args)
+    if args.json:
+        _print_json(report)
+    else:
+        where = report.get("checkpoint_id") or f"kernel {args.kernel}"
+        print(f"plan for {where}:\n{render_plan(report)}")
+    return EXIT_OK
+
+
+def _plan_in_kernel(args: argparse.Namespace) -> dict[str, Any]:
+    from nbferry.migrator.kernels import Kernel
+
+    line = ["plan", "--restore-weight", str(args.restore_weight)]
+    if args.inputs_on_target:
+        line.append("--inputs-on-target")
+    if args.store_all:
+        line.append("--store-all")
+    if args.store:
+        line += ["--store", args.store]
+    if args.session:
+        line += ["--session", args.session]
+    kernel = Kernel.attach(args.kernel)
+    try:
+        return kernel.magic(" ".join(line))
+    finally:
+        kernel.kc.stop_channels()
+
+
+def _plan_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """Plan again from a checkpoint's manifest, with this store's measured speed."""
+    from nbferry.agent import planning
+    from nbferry.storage.speed import store_speed
+
+    store = _open(args)
+    ref = store.resolve(args.checkpoint or "latest", args.session)
+    manifest = store.read_manifest(ref)
+    stored_pods = {p.id for p in manifest.pods}
+    planned = planning.plan_session(
+        manifest.variables,
+        [s.name for s in manifest.skipped],
+        manifest.history,
+        store_speed(store),
+        restore_weight=args.restore_weight,
+        inputs_on_target=args.inputs_on_target,
+        store_all=args.store_all,
+        already_stored={
+            n: r.fingerprint for n, r in manifest.variables.items() if r.pod_id in stored_pods
+        },
+        file_problem=planning.file_problem_here if args.here else None,
+    )
+    report = planned.report()
+    report["checkpoint_id"] = manifest.checkpoint_id
+    report["at_checkpoint"] = {
+        "stored": list(manifest.plan.stored),
+        "recomputed": list(manifest.plan.recomputed),
+    }
+    return report
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from nbferry.migrator.demo import render, run_demo
 
@@ -189,6 +257,36 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_install)
 
     p = sub.add_parser(
+        "plan",
+        help="which variables to store and which cells to rerun, with predicted times",
+        description="Plan from a checkpoint's recorded history (CHECKPOINT), or ask a running "
+        "kernel's agent (--kernel). Variables that can be neither stored nor recomputed are "
+        "listed with the reason.",
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint id, unique prefix, or 'latest'")
+    p.add_argument("--kernel", metavar="K", help="kernel id, unique prefix, or connection file")
+    p.add_argument("--session", metavar="ID", help="session for 'latest'")
+    p.add_argument(
+        "--restore-weight",
+        type=float,
+        default=1.0,
+        help="seconds of restore worth one second of checkpoint (default 1; higher stores more)",
+    )
+    p.add_argument(
+        "--inputs-on-target",
+        action="store_true",
+        help="the target sees the files the session read (same host, shared home)",
+    )
+    p.add_argument(
+        "--here",
+        action="store_true",
+        help="plan a restore on this host: check the files cells read are here, unchanged",
+    )
+    p.add_argument("--store-all", action="store_true", help="store everything, rerun nothing")
+    _store_args(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
         "demo", help="run a sample notebook in a kernel and move its session to a fresh kernel"
     )
     _store_args(p)
@@ -202,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except StoreError as exc:
+    except (StoreError, KernelError) as exc:
         print(f"nbferry: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as exc:  # bad option values, session ids, ...

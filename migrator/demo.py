@@ -87,7 +87,10 @@ def run_demo(store: Store, log: Any = print) -> dict[str, Any]:
             "forecast.predict_total works": check[3],
         },
         # Everything is equal except what the checkpoint reported it could not store.
-        "ok": all(check) and stored | skipped == set(before) and not restored["failed"],
+        "ok": all(check)
+        and stored | skipped == set(before)
+        and not restored["failed"]
+        and not restored["differs"],
     }
 
 
@@ -110,9 +113,13 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"checkpoint {ck['checkpoint_id']}: {ck['raw_bytes'] / mib:.1f} MiB raw, "
         f"{ck['stored_bytes'] / mib:.1f} MiB stored, {result['checkpoint_seconds']:.2f} s",
-        f"restore: {len(rs['loaded'])} names loaded, {len(rs['failed'])} failed, "
+        f"restore: {len(rs['loaded'])} names loaded, {len(rs['recomputed'])} recomputed "
+        f"and verified, {len(rs['differs'])} differ, {len(rs['lost'])} lost, "
         f"{result['restore_seconds']:.2f} s",
     ]
+    if rs["rerun_cells"]:
+        cells = ", ".join(f"In[{n}]" for n in rs["rerun_cells"])
+        lines.append(f"recomputed by rerunning {cells}: {', '.join(ck['recomputed'])}")
     for s in ck["skipped"]:
         lines.append(f"not stored: {s['name']} ({s['type']}): {s['reason']}")
     for name, ok in result["identity_checks"].items():

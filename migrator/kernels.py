@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import queue
@@ -9,16 +10,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
+from nbferry.migrator.errors import KernelError
 
-class KernelError(RuntimeError):
-    """A cell raised, or the kernel stopped answering."""
+__all__ = ["Kernel", "KernelError", "find_connection_file", "notebook_cells"]
 
 
 class Kernel:
-    """A python3 kernel (this interpreter's ipykernel) started in `cwd`."""
+    """A python3 kernel (this interpreter's ipykernel) started in `cwd`, or attached to."""
+
+    km: KernelManager | None
 
     def __init__(
         self, cwd: Path | str, env: dict[str, str] | None = None, timeout: float = 60
@@ -28,8 +32,15 @@ class Kernel:
         # The socket path must be absolute: the kernel starts in another directory.
         runtime = Path(jupyter_runtime_dir())
         runtime.mkdir(parents=True, exist_ok=True)
-        socket_base = runtime / f"nbferry-{uuid.uuid4().hex[:12]}"
-        self.km = KernelManager(kernel_name="python3", transport="ipc", ip=str(socket_base))
+        kernel_id = str(uuid.uuid4())
+        socket_base = runtime / f"nbferry-{kernel_id[:12]}"
+        self.km = KernelManager(
+            kernel_name="python3",
+            transport="ipc",
+            ip=str(socket_base),
+            # Named like Jupyter's own kernels, so `--kernel ID` finds it.
+            connection_file=str(runtime / f"kernel-{kernel_id}.json"),
+        )
         self.km.start_kernel(cwd=str(cwd), env={**os.environ, **(env or {})})
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -41,7 +52,7 @@ class Kernel:
 
     @property
     def kernel_id(self) -> str:
-        return Path(self.km.connection_file).stem.removeprefix("kernel-")
+        return Path(self.kc.connection_file).stem.removeprefix("kernel-")
 
     def run(
         self, code: str, timeout: float = 300, allow_error: bool = False, store_history: bool = True
@@ -87,15 +98,64 @@ class Kernel:
         out = self.run(code, timeout, store_history=False)
         return json.loads(out.rsplit("\x00", 1)[1])
 
+    def magic(self, line: str, timeout: float = 300) -> dict[str, Any]:
+        """Run `%nbferry LINE` silently (not recorded, not in history); its report dict."""
+        expr = f"__import__('json').dumps(dict(get_ipython().run_line_magic('nbferry', {line!r})))"
+        msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"r": expr})
+        result = self._reply(msg_id, timeout)["user_expressions"]["r"]
+        if result.get("status") != "ok":
+            error = f"{result.get('ename')}: {result.get('evalue')}"
+            if "not found" in error and "nbferry" in error:
+                error += (
+                    " (load the agent in that kernel: %load_ext nbferry.agent, or nbferry install)"
+                )
+            raise KernelError(error)
+        return json.loads(ast.literal_eval(result["data"]["text/plain"]))
+
     def shutdown(self) -> None:
         self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
+        if self.km is not None:
+            self.km.shutdown_kernel(now=True)
+
+    @classmethod
+    def attach(cls, ref: str) -> Kernel:
+        """A client for a running kernel: its id, a unique prefix of one, or its connection file."""
+        kernel = cls.__new__(cls)
+        kernel.km = None
+        kernel.kc = BlockingKernelClient(connection_file=str(find_connection_file(ref)))
+        kernel.kc.load_connection_file()
+        kernel.kc.start_channels()
+        try:
+            kernel.kc.wait_for_ready(timeout=30)
+        except RuntimeError as exc:
+            kernel.kc.stop_channels()
+            raise KernelError(f"kernel {ref} does not answer: {exc}") from None
+        return kernel
 
     def __enter__(self) -> Kernel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def find_connection_file(ref: str) -> Path:
+    """The connection file of a local kernel named by id, unique id prefix, or path."""
+    path = Path(ref)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    runtime = Path(jupyter_runtime_dir())
+    found = sorted(
+        p for p in runtime.glob("kernel-*.json") if p.stem.removeprefix("kernel-").startswith(ref)
+    )
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise KernelError(
+            f"no kernel {ref!r} in {runtime}: give a kernel id, a unique prefix of one, "
+            "or the path of its connection file"
+        )
+    raise KernelError(f"{ref!r} matches {len(found)} kernels in {runtime}: give more of the id")
 
 
 def notebook_cells(path: Path | str) -> list[str]:

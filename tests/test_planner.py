@@ -88,10 +88,14 @@ def test_speed_knob_trades_checkpoint_for_restore_time() -> None:
 def _brute_force(cells: list[Cell], variables: list[Variable]) -> float:
     producer: dict[str, int] = {}
     reads = []
+    unproduced: list[set[str]] = []
     for pos, cell in enumerate(cells):
         reads.append([(n, producer[n]) for n in cell.reads if n in producer])
+        unproduced.append({n for n in cell.reads if n not in producer})
         for n in cell.writes:
             producer[n] = pos
+    # A cell that read a value no cell made, which a later cell changed, cannot be rerun.
+    blocked = {pos for pos, names in enumerate(unproduced) if names & producer.keys()}
     needs = [{p for n, p in pairs if producer[n] != p} for pairs in reads]
     best = INF
     for k in range(len(variables) + 1):
@@ -110,7 +114,7 @@ def _brute_force(cells: list[Cell], variables: list[Variable]) -> float:
             ok = True
             while stack and ok:
                 pos = stack.pop()
-                if pos < 0 or not cells[pos].safe:
+                if pos < 0 or not cells[pos].safe or pos in blocked:
                     ok = False
                 elif pos not in rerun:
                     rerun.add(pos)
@@ -141,6 +145,15 @@ def test_matches_brute_force_on_random_histories() -> None:
             continue  # the reported variables are checked by the tests above
         assert p.store_cost + p.rerun_cost == pytest.approx(_brute_force(cells, feasible))
         assert {v.name for v in feasible} == set(p.store) | set(p.recompute)
+
+
+def test_a_cell_that_read_an_unrecorded_value_that_later_changed_is_not_rerun() -> None:
+    # x existed before recording started; cell 0 read it, cell 1 changed it in place.
+    cells = [C(0, 0.1, "x", "y"), C(1, 0.1, "x", "x")]
+    p = plan(cells, [Variable("x", 1.0), Variable("y", 5.0)])
+    assert p.store == ["x", "y"] and p.rerun_cells == []
+    p = plan(cells, [Variable("x", 1.0), Variable("y", INF)])
+    assert "y" in p.infeasible and "no recorded cell made" in p.infeasible["y"]
 
 
 def test_two_thousand_cell_history_plans() -> None:

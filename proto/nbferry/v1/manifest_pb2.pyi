@@ -118,14 +118,18 @@ class Producer(_message.Message):
     def __init__(self, nbferry_version: _Optional[str] = ..., python_version: _Optional[str] = ..., platform: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
 
 class VariableRef(_message.Message):
-    __slots__ = ("pod_id", "type_name", "fingerprint")
+    __slots__ = ("pod_id", "type_name", "fingerprint", "size", "unserializable")
     POD_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    UNSERIALIZABLE_FIELD_NUMBER: _ClassVar[int]
     pod_id: str
     type_name: str
     fingerprint: bytes
-    def __init__(self, pod_id: _Optional[str] = ..., type_name: _Optional[str] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...
+    size: int
+    unserializable: bool
+    def __init__(self, pod_id: _Optional[str] = ..., type_name: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., size: _Optional[int] = ..., unserializable: _Optional[bool] = ...) -> None: ...
 
 class SkippedVariable(_message.Message):
     __slots__ = ("name", "type_name", "reason")
@@ -176,20 +180,24 @@ class ChunkRef(_message.Message):
     def __init__(self, hash: _Optional[bytes] = ..., raw_size: _Optional[int] = ..., stored_size: _Optional[int] = ..., codec: _Optional[_Union[Codec, str]] = ..., pack: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("stored", "recomputed", "rerun_cells", "predicted_checkpoint_seconds", "predicted_restore_seconds", "infeasible")
+    __slots__ = ("stored", "recomputed", "rerun_cells", "predicted_checkpoint_seconds", "predicted_restore_seconds", "infeasible", "restore_weight", "inputs_on_target")
     STORED_FIELD_NUMBER: _ClassVar[int]
     RECOMPUTED_FIELD_NUMBER: _ClassVar[int]
     RERUN_CELLS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_CHECKPOINT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_RESTORE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_ON_TARGET_FIELD_NUMBER: _ClassVar[int]
     stored: _containers.RepeatedScalarFieldContainer[str]
     recomputed: _containers.RepeatedScalarFieldContainer[str]
     rerun_cells: _containers.RepeatedScalarFieldContainer[int]
     predicted_checkpoint_seconds: float
     predicted_restore_seconds: float
     infeasible: _containers.RepeatedCompositeFieldContainer[SkippedVariable]
-    def __init__(self, stored: _Optional[_Iterable[str]] = ..., recomputed: _Optional[_Iterable[str]] = ..., rerun_cells: _Optional[_Iterable[int]] = ..., predicted_checkpoint_seconds: _Optional[float] = ..., predicted_restore_seconds: _Optional[float] = ..., infeasible: _Optional[_Iterable[_Union[SkippedVariable, _Mapping]]] = ...) -> None: ...
+    restore_weight: float
+    inputs_on_target: bool
+    def __init__(self, stored: _Optional[_Iterable[str]] = ..., recomputed: _Optional[_Iterable[str]] = ..., rerun_cells: _Optional[_Iterable[int]] = ..., predicted_checkpoint_seconds: _Optional[float] = ..., predicted_restore_seconds: _Optional[float] = ..., infeasible: _Optional[_Iterable[_Union[SkippedVariable, _Mapping]]] = ..., restore_weight: _Optional[float] = ..., inputs_on_target: _Optional[bool] = ...) -> None: ...
 
 class History(_message.Message):
     __slots__ = ("cells",)
@@ -198,7 +206,7 @@ class History(_message.Message):
     def __init__(self, cells: _Optional[_Iterable[_Union[CellExecution, _Mapping]]] = ...) -> None: ...
 
 class CellExecution(_message.Message):
-    __slots__ = ("index", "execution_count", "source", "runtime_seconds", "raised", "reads", "writes", "deletes", "mutated", "side_effects")
+    __slots__ = ("index", "execution_count", "source", "runtime_seconds", "raised", "reads", "writes", "deletes", "mutated", "side_effects", "unsafe")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_COUNT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +217,7 @@ class CellExecution(_message.Message):
     DELETES_FIELD_NUMBER: _ClassVar[int]
     MUTATED_FIELD_NUMBER: _ClassVar[int]
     SIDE_EFFECTS_FIELD_NUMBER: _ClassVar[int]
+    UNSAFE_FIELD_NUMBER: _ClassVar[int]
     index: int
     execution_count: int
     source: str
@@ -219,19 +228,22 @@ class CellExecution(_message.Message):
     deletes: _containers.RepeatedScalarFieldContainer[str]
     mutated: _containers.RepeatedScalarFieldContainer[str]
     side_effects: _containers.RepeatedCompositeFieldContainer[SideEffect]
-    def __init__(self, index: _Optional[int] = ..., execution_count: _Optional[int] = ..., source: _Optional[str] = ..., runtime_seconds: _Optional[float] = ..., raised: _Optional[bool] = ..., reads: _Optional[_Iterable[str]] = ..., writes: _Optional[_Iterable[str]] = ..., deletes: _Optional[_Iterable[str]] = ..., mutated: _Optional[_Iterable[str]] = ..., side_effects: _Optional[_Iterable[_Union[SideEffect, _Mapping]]] = ...) -> None: ...
+    unsafe: str
+    def __init__(self, index: _Optional[int] = ..., execution_count: _Optional[int] = ..., source: _Optional[str] = ..., runtime_seconds: _Optional[float] = ..., raised: _Optional[bool] = ..., reads: _Optional[_Iterable[str]] = ..., writes: _Optional[_Iterable[str]] = ..., deletes: _Optional[_Iterable[str]] = ..., mutated: _Optional[_Iterable[str]] = ..., side_effects: _Optional[_Iterable[_Union[SideEffect, _Mapping]]] = ..., unsafe: _Optional[str] = ...) -> None: ...
 
 class SideEffect(_message.Message):
-    __slots__ = ("kind", "target", "size", "mtime")
+    __slots__ = ("kind", "target", "size", "mtime", "blake3")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
+    BLAKE3_FIELD_NUMBER: _ClassVar[int]
     kind: str
     target: str
     size: int
     mtime: _timestamp_pb2.Timestamp
-    def __init__(self, kind: _Optional[str] = ..., target: _Optional[str] = ..., size: _Optional[int] = ..., mtime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    blake3: bytes
+    def __init__(self, kind: _Optional[str] = ..., target: _Optional[str] = ..., size: _Optional[int] = ..., mtime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., blake3: _Optional[bytes] = ...) -> None: ...
 
 class Environment(_message.Message):
     __slots__ = ("packages", "cwd", "sys_path", "env_vars", "python_executable")

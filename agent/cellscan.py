@@ -1,0 +1,281 @@
+"""What a cell's code says about the names it touches (pure: source in, sets out).
+
+A static pass over the cell as IPython transformed it. It finds the module-level
+names the cell reads, binds and deletes; the names whose objects it could change
+in place (the only ones the recorder fingerprints before and after); and calls
+that make a cell nondeterministic when nothing seeds them. Function bodies are
+not read here: a function's globals are read when it is called, which the
+recorder resolves from the live function's code (see `code_globals`).
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+import types
+from dataclasses import dataclass, field
+
+# Calls whose results differ on every run unless seeded (checked by last name).
+_UNSEEDED_WHEN_NO_ARGS = frozenset({"default_rng", "RandomState", "Random", "Generator"})
+_ALWAYS_RANDOM = frozenset({"urandom", "uuid1", "uuid4", "token_bytes", "token_hex", "randbits"})
+_CLOCK = frozenset({("time", "time"), ("time", "time_ns"), ("datetime", "now")})
+_CLOCK |= {("datetime", "today"), ("datetime", "utcnow"), ("date", "today")}
+_CLOCK |= {("Timestamp", "now"), ("Timestamp", "today"), ("pd", "now")}
+
+
+_BARE_CLOCK = frozenset({("time",), ("time_ns",)})  # from time import time
+# Magics whose argument (line or cell body) is Python run in the user namespace.
+_CODE_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+
+
+def _has_seed(node: ast.Call) -> bool:
+    """default_rng(42) or Random(seed=1); not default_rng() or default_rng(None)."""
+    values = [*node.args[:1], *(k.value for k in node.keywords if k.arg in ("seed", "x"))]
+    return any(not (isinstance(v, ast.Constant) and v.value is None) for v in values)
+
+
+@dataclass
+class CellScan:
+    reads: set[str] = field(default_factory=set)
+    writes: set[str] = field(default_factory=set)
+    deletes: set[str] = field(default_factory=set)
+    # Names whose objects the cell might change in place: method receivers,
+    # call arguments, subscript/attribute assignment targets, loop iterables.
+    candidates: set[str] = field(default_factory=set)
+    seeds: bool = False  # calls something named seed(...)
+    random: list[str] = field(default_factory=list)  # unseeded randomness, by call
+    clock: list[str] = field(default_factory=list)  # wall-clock reads, by call
+    syntax_error: str = ""
+
+
+def scan(source: str) -> CellScan:
+    """Scan transformed cell source; a syntax error yields an empty scan that says so."""
+    out = CellScan()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        out.syntax_error = f"{exc.msg} (line {exc.lineno})"
+        return out
+    _Visitor(out).visit(tree)
+    return out
+
+
+def _root(node: ast.AST) -> str | None:
+    """`a` for `a`, `a.b`, `a[0].c`, `a.b()`: the name an expression hangs from."""
+    while True:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute | ast.Subscript | ast.Starred):
+            node = node.value
+        elif isinstance(node, ast.Call):
+            node = node.func
+        else:
+            return None
+
+
+def _dotted(node: ast.AST) -> tuple[str, ...]:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return tuple(reversed(parts))
+
+
+class _Visitor(ast.NodeVisitor):
+    def __init__(self, out: CellScan) -> None:
+        self.out = out
+        self.local: list[set[str]] = []  # comprehension targets, innermost last
+        self.in_class = 0
+
+    # -- names ---------------------------------------------------------------
+    def visit_Name(self, node: ast.Name) -> None:
+        if any(node.id in scope for scope in self.local):
+            return
+        if isinstance(node.ctx, ast.Load):
+            self.out.reads.add(node.id)
+        elif self.in_class:
+            return  # class-body bindings are class attributes, not globals
+        elif isinstance(node.ctx, ast.Store):
+            self.out.writes.add(node.id)
+        else:
+            self.out.deletes.add(node.id)
+            self.out.writes.discard(node.id)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        self.out.writes.add(node.target.id)  # := binds in the enclosing scope
+
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+        if self.in_class:
+            return
+        for alias in node.names:
+            if alias.name != "*":
+                self.out.writes.add(alias.asname or alias.name.split(".")[0])
+
+    visit_ImportFrom = visit_Import
+
+    def visit_Global(self, node: ast.Global) -> None:
+        pass
+
+    # -- definitions: bodies run later, when called ----------------------------
+    def _definition(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        for dec in node.decorator_list:
+            self.visit(dec)
+        if not self.in_class:
+            self.out.writes.add(node.name)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self._definition(node)
+        for default in [*node.args.defaults, *node.args.kw_defaults]:
+            if default is not None:
+                self.visit(default)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for default in [*node.args.defaults, *node.args.kw_defaults]:
+            if default is not None:
+                self.visit(default)
+        # Usually called right here (map, sorted(key=...)): its globals count as reads.
+        args = node.args
+        params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+        self.local.append({a.arg for a in params if a is not None})
+        in_class, self.in_class = self.in_class, 1  # nothing in a lambda binds a global
+        self.visit(node.body)
+        self.in_class = in_class
+        self.local.pop()
+
+    # match statements bind capture names as plain strings, not Name nodes
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.name and not self.in_class:
+            self.out.writes.add(node.name)
+        self.generic_visit(node)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name and not self.in_class:
+            self.out.writes.add(node.name)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        if node.rest and not self.in_class:
+            self.out.writes.add(node.rest)
+        self.generic_visit(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._definition(node)
+        for base in [*node.bases, *(k.value for k in node.keywords)]:
+            self.visit(base)
+        self.in_class += 1
+        for stmt in node.body:
+            self.visit(stmt)
+        self.in_class -= 1
+
+    def _comprehension(self, node: ast.AST, elements: list[ast.AST]) -> None:
+        gens: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
+        self.visit(gens[0].iter)  # evaluated in the enclosing scope
+        self._candidate(gens[0].iter)  # iterating an iterator consumes it
+        targets = {n.id for g in gens for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        self.local.append(targets)
+        for i, gen in enumerate(gens):
+            if i:
+                self.visit(gen.iter)
+            for cond in gen.ifs:
+                self.visit(cond)
+        for element in elements:
+            self.visit(element)
+        self.local.pop()
+
+    def visit_ListComp(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> None:
+        self._comprehension(node, [node.elt])
+
+    visit_SetComp = visit_GeneratorExp = visit_ListComp
+
+    def visit_DictComp(self, node: ast.DictComp) -> None:
+        self._comprehension(node, [node.key, node.value])
+
+    # -- in-place changes ------------------------------------------------------
+    def _candidate(self, node: ast.AST) -> None:
+        name = _root(node)
+        if name is not None and not any(name in scope for scope in self.local):
+            self.out.candidates.add(name)
+
+    def visit_Assign(self, node: ast.Assign | ast.AnnAssign | ast.AugAssign) -> None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Attribute | ast.Subscript):
+                    self._candidate(sub)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self.visit_Assign(node)
+        if isinstance(node.target, ast.Name):
+            self.out.reads.add(node.target.id)  # x += 1 reads x first
+
+    visit_AnnAssign = visit_Assign
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            if not isinstance(target, ast.Name):
+                self._candidate(target)
+        self.generic_visit(node)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self._candidate(node.iter)  # iterating an iterator or generator consumes it
+        self.generic_visit(node)
+
+    visit_AsyncFor = visit_For
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Attribute):
+            self._candidate(node.func.value)  # df.drop(..., inplace=True), xs.append(1)
+        for arg in [*node.args, *(k.value for k in node.keywords)]:
+            self._candidate(arg)  # np.add(a, 1, out=a), rng.shuffle(xs), next(gen)
+        self._nondeterminism(node)
+        self.generic_visit(node)
+
+    def _nondeterminism(self, node: ast.Call) -> None:
+        dotted = _dotted(node.func)
+        if not dotted:
+            return
+        last = dotted[-1]
+        label = ".".join(dotted)
+        if last == "seed" or (last in _UNSEEDED_WHEN_NO_ARGS and _has_seed(node)):
+            self.out.seeds = True
+        elif last in _UNSEEDED_WHEN_NO_ARGS or last in _ALWAYS_RANDOM:
+            self.out.random.append(label)
+        if dotted[-2:] in _CLOCK or dotted in _BARE_CLOCK:
+            self.out.clock.append(label)
+        if last in ("run_line_magic", "run_cell_magic") and node.args:
+            self._magic_body(node)
+
+    def _magic_body(self, node: ast.Call) -> None:
+        """%time x = 1 and %%capture cells run their code in the user namespace."""
+        name = node.args[0]
+        if not (isinstance(name, ast.Constant) and name.value in _CODE_MAGICS):
+            return
+        body = node.args[-1] if len(node.args) > 1 else None
+        if not (isinstance(body, ast.Constant) and isinstance(body.value, str)):
+            return
+        try:
+            tree = ast.parse(body.value)
+        except SyntaxError:
+            return
+        self.visit(tree)
+
+
+def code_globals(code: types.CodeType) -> tuple[set[str], set[str]]:
+    """(globals read, globals written or deleted) by a code object and the code nested in it."""
+    reads: set[str] = set()
+    writes: set[str] = set()
+    stack = [code]
+    while stack:
+        co = stack.pop()
+        for ins in dis.get_instructions(co):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                reads.add(ins.argval)
+            elif ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+                writes.add(ins.argval)
+        stack.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
+    return reads, writes

@@ -1,0 +1,428 @@
+"""Record every cell execution: names read and written, in-place changes, side effects, runtime.
+
+Hooks IPython's `pre_run_cell`/`post_run_cell` events, so users add nothing to
+their cells. In-place changes are found by fingerprinting, before and after
+the cell, only the existing mutable values the cell's code could touch (see
+`cellscan`); user objects are only read, never flagged or wrapped. Side
+effects come from a `sys.addaudithook` hook that does nothing unless a cell
+is running. History ids are positions and execution counts, never `id()` or
+clocks, so the history means the same on any host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from nbferry.agent.cellscan import CellScan, code_globals, scan
+from nbferry.agent.fingerprint import fingerprint
+from nbferry.v1 import manifest_pb2 as pb
+
+HASH_LIMIT = 64 << 20  # files read up to this size are hashed, so a copy elsewhere still matches
+_NBFERRY_CELL = re.compile(
+    r"%+(nbferry|load_ext\s+nbferry|reload_ext\s+nbferry|unload_ext\s+nbferry)"
+)
+# Values that cannot change in place: never worth a fingerprint.
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), frozenset, range)
+_UNCHANGING = (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType)
+_SKIP = _IMMUTABLE + _UNCHANGING
+
+_active: Recorder | None = None  # the recorder whose cell is running, for the audit hook
+_hook_installed = False
+
+
+@dataclass
+class _Running:
+    """What pre_run_cell learned, kept until post_run_cell."""
+
+    source: str
+    scan: CellScan
+    reads: set[str]
+    writes: set[str]
+    before: dict[str, tuple[int, bytes | None]]  # candidate -> (id, fingerprint or None)
+    rng: Any
+    started: float
+    effects: list[pb.SideEffect] = field(default_factory=list)
+    files_read: dict[str, None] = field(default_factory=dict)  # ordered set
+
+
+class Recorder:
+    """Keeps the history of one shell; `history()` gives it in manifest form."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.cells: list[pb.CellExecution] = []
+        self._running: _Running | None = None
+        self._digests: dict[str, tuple[int, bytes]] = {}  # name -> (id, fingerprint) after a cell
+        self._globals_of: dict[types.CodeType, tuple[set[str], set[str]]] = {}
+        self.overhead = 0.0  # seconds spent in the hooks, for benchmarks
+        self._ignored = _ignored_prefixes()
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        global _hook_installed
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        if not _hook_installed:  # audit hooks cannot be removed: install one, once
+            sys.addaudithook(_audit)
+            _hook_installed = True
+
+    def stop(self) -> None:
+        global _active
+        for event, fn in (
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        ):
+            with contextlib.suppress(ValueError):
+                self.shell.events.unregister(event, fn)
+        if _active is self:
+            _active = None
+
+    def adopt(self, history: pb.History) -> bool:
+        """Take over a restored session's history when this kernel has none of its own."""
+        if self.cells:
+            return False
+        self.cells.extend(history.cells)
+        return True
+
+    # -- hooks -----------------------------------------------------------------
+    def pre_run_cell(self, info: Any) -> None:
+        global _active
+        t0 = time.perf_counter()
+        self._running = None
+        raw = getattr(info, "raw_cell", "") or ""
+        if not raw.strip() or _NBFERRY_CELL.search(raw):
+            return  # the agent's own cells are not part of the session's history
+        source = getattr(info, "transformed_cell", None)  # IPython >= 8.22 transforms first
+        if source is None:
+            try:
+                source = self.shell.transform_cell(raw)
+            except Exception:
+                return  # IPython will report the error; nothing runs
+        ns = self.shell.user_ns
+        found = scan(source)
+        reads = {n for n in found.reads if n in ns}
+        writes = set(found.writes)
+        via_reads, via_writes = self._through_definitions(reads, ns)
+        reads |= via_reads
+        writes |= via_writes
+        before = {}
+        for name in (found.candidates | via_reads) & ns.keys():
+            value = ns[name]
+            if isinstance(value, _SKIP):
+                continue
+            cached = self._digests.get(name)
+            if cached is not None and cached[0] == id(value):
+                before[name] = cached
+            else:
+                before[name] = (id(value), _digest(value))
+        self._running = _Running(source, found, reads, writes, before, _rng_state(), 0.0)
+        _active = self
+        self.overhead += time.perf_counter() - t0
+        self._running.started = time.perf_counter()
+
+    def post_run_cell(self, result: Any) -> None:
+        global _active
+        ended = time.perf_counter()
+        run, self._running = self._running, None
+        _active = None
+        if run is None or getattr(result, "error_before_exec", None) is not None:
+            return
+        ns = self.shell.user_ns
+        mutated = []
+        for name, (ident, digest) in run.before.items():
+            value = ns.get(name, _MISSING)
+            if value is _MISSING or id(value) != ident:
+                continue  # rebound or deleted: a write the scan already saw
+            after = _digest(value)
+            if after is None or after != digest:
+                mutated.append(name)  # unfingerprintable (a generator...): assume changed
+            if after is not None:
+                self._digests[name] = (ident, after)
+        # A function defined and called in this one cell was not in the namespace before.
+        fresh = {n for n in run.scan.writes & run.scan.reads if _notebook_code(ns.get(n))}
+        if fresh:
+            via_reads, via_writes = self._through_definitions(fresh, ns)
+            run.reads |= via_reads - run.scan.writes
+            run.writes |= via_writes
+        effects = list(run.effects)
+        for path in run.files_read:
+            effect = _file_read(path)
+            if effect is not None:
+                effects.append(effect)
+        if not run.scan.seeds:
+            for name in _rng_drawn(run.rng, _rng_state()):
+                effects.append(pb.SideEffect(kind="random", target=f"global {name} state"))
+        effects += [pb.SideEffect(kind="random", target=c) for c in run.scan.random]
+        effects += [pb.SideEffect(kind="clock", target=c) for c in run.scan.clock]
+        raised = getattr(result, "error_in_exec", None) is not None
+        cell = pb.CellExecution(
+            index=len(self.cells),
+            execution_count=getattr(result, "execution_count", None) or 0,
+            source=run.source,
+            runtime_seconds=ended - run.started,
+            raised=raised,
+            reads=sorted(run.reads),
+            writes=sorted(run.writes | set(mutated)),
+            deletes=sorted(run.scan.deletes),
+            mutated=sorted(mutated),
+            side_effects=effects,
+            unsafe=_unsafe_reason(effects, raised, run.scan.syntax_error),
+        )
+        for name in run.writes | run.scan.deletes:
+            self._digests.pop(name, None)
+        self.cells.append(cell)
+        self.overhead += time.perf_counter() - ended
+
+    # -- helpers ---------------------------------------------------------------
+    def _through_definitions(
+        self, names: set[str], ns: dict[str, Any]
+    ) -> tuple[set[str], set[str]]:
+        """Globals read and written by the notebook functions and classes `names` reach."""
+        reads: set[str] = set()
+        writes: set[str] = set()
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for code in _notebook_code(ns.get(name)):
+                if code not in self._globals_of:
+                    self._globals_of[code] = code_globals(code)
+                r, w = self._globals_of[code]
+                reads |= r & ns.keys()
+                writes |= w
+                todo.extend(r & ns.keys())
+        return reads, writes
+
+    def record_effect(self, kind: str, target: str) -> None:
+        run = self._running
+        if run is None:
+            return
+        if kind == "file_read":
+            if not target.startswith(self._ignored) and not target.endswith(_CODE_SUFFIXES):
+                run.files_read[target] = None
+            return
+        if kind == "file_write" and target.startswith(self._ignored):
+            return
+        if len(run.effects) < 100:
+            run.effects.append(pb.SideEffect(kind=kind, target=target[:500]))
+
+    def history(self) -> pb.History:
+        """Recorded cells, plus the ones that ran before recording started (unsafe to rerun)."""
+        hist = pb.History()
+        seen = {c.execution_count for c in self.cells if c.execution_count}
+        inputs = list(self.shell.user_ns.get("In", []))
+        first = min(seen) if seen else len(inputs)
+        for count, source in enumerate(inputs[:first]):
+            if count == 0 or not source or count in seen or _NBFERRY_CELL.search(source):
+                continue
+            found = scan(source)
+            hist.cells.add(
+                index=len(hist.cells),
+                execution_count=count,
+                source=source,
+                reads=sorted(found.reads),
+                writes=sorted(found.writes),
+                deletes=sorted(found.deletes),
+                unsafe="ran before nbferry started recording, so its effects are unknown",
+            )
+        for cell in self.cells:
+            copy = hist.cells.add()
+            copy.CopyFrom(cell)
+            copy.index = len(hist.cells) - 1
+        return hist
+
+
+_MISSING = object()
+_CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
+
+
+def _digest(value: Any) -> bytes | None:
+    try:
+        return fingerprint(value)
+    except Exception:
+        return None
+
+
+def _notebook_code(value: Any) -> list[types.CodeType]:
+    """Code objects of a notebook-defined function, or of a notebook class's methods."""
+    if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+        return [value.__code__]
+    if isinstance(value, type) and value.__module__ == "__main__":
+        out = []
+        for member in vars(value).values():
+            fn = getattr(member, "__func__", member)
+            if isinstance(fn, types.FunctionType):
+                out.append(fn.__code__)
+        return out
+    return []
+
+
+def _rng_state() -> dict[str, Any]:
+    """Fingerprints of the global RNG states, to see whether a cell drew from them."""
+    states: dict[str, Any] = {"random": hash(random.getstate())}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        key, pos = np.random.get_state()[1:3]
+        states["numpy.random"] = (blake3.blake3(key.tobytes()).digest(), pos)
+    return states
+
+
+def _rng_drawn(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Generators that changed (one that appeared, as numpy does on import, did not draw)."""
+    return [name for name, state in before.items() if after.get(name, state) != state]
+
+
+def _file_read(path: str) -> pb.SideEffect | None:
+    """The file as the cell read it; None for paths that are not files (import probes)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # never existed (a failed open) or a temporary file, gone already
+    if not os.path.isfile(path):
+        return None
+    effect = pb.SideEffect(kind="file_read", target=path)
+    effect.size = st.st_size
+    effect.mtime.FromNanoseconds(st.st_mtime_ns)
+    if st.st_size <= HASH_LIMIT:
+        effect.blake3 = file_digest(path)
+    return effect
+
+
+def file_digest(path: str) -> bytes:
+    h = blake3.blake3()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
+
+
+def _unsafe_reason(effects: list[pb.SideEffect], raised: bool, syntax_error: str) -> str:
+    if syntax_error:
+        return f"its code does not parse ({syntax_error})"
+    if raised:
+        return "it raised an exception, so it had only part of its effect"
+    for effect in effects:
+        if effect.kind == "file_write":
+            return f"it writes {effect.target}"
+        if effect.kind == "network":
+            return f"it opens a network connection ({effect.target})"
+        if effect.kind == "subprocess":
+            return f"it runs a subprocess ({effect.target})"
+        if effect.kind == "random":
+            return f"it uses unseeded randomness ({effect.target})"
+        if effect.kind == "clock":
+            return f"it reads the clock ({effect.target})"
+    return ""
+
+
+def _ignored_prefixes() -> tuple[str, ...]:
+    """Files that say nothing about the session: the Python install, caches, kernel plumbing."""
+    home = os.path.expanduser("~")
+    prefixes = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        "/proc",
+        "/sys",
+        "/dev",
+        "/usr",
+        "/etc",
+    }
+    prefixes |= {
+        os.path.join(home, d) for d in (".cache", ".ipython", ".local", ".config", ".jupyter")
+    }
+    for var in ("IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "MPLCONFIGDIR"):
+        if os.environ.get(var):
+            prefixes.add(os.environ[var])
+    return tuple(os.path.realpath(p) + os.sep for p in prefixes if p)
+
+
+_WRITE_MODES = frozenset("wax+")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_MUTATING_OS = {
+    "os.remove": "file_write",
+    "os.rename": "file_write",
+    "os.rmdir": "file_write",
+    "os.mkdir": "file_write",
+    "os.truncate": "file_write",
+    "shutil.rmtree": "file_write",
+    "os.system": "subprocess",
+    "subprocess.Popen": "subprocess",
+    "os.posix_spawn": "subprocess",
+    "os.spawn": "subprocess",
+    "os.exec": "subprocess",
+    "os.fork": "subprocess",
+    "socket.connect": "network",
+    "socket.sendto": "network",
+}
+
+
+def _audit(event: str, args: tuple) -> None:
+    """The audit hook: cheap unless a recorded cell is running."""
+    recorder = _active
+    if recorder is None:
+        return
+    if event == "open":
+        path, mode, flags = args
+        if not isinstance(path, str | bytes | os.PathLike):
+            return  # a file descriptor
+        writes = (mode is not None and not _WRITE_MODES.isdisjoint(mode)) or (
+            mode is None and flags & _WRITE_FLAGS
+        )
+        try:
+            full = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return
+        if full.startswith(("/dev/null",)):
+            return
+        recorder.record_effect("file_write" if writes else "file_read", full)
+        return
+    kind = _MUTATING_OS.get(event)
+    if kind is None:
+        return
+    recorder.record_effect(kind, _describe(event, args))
+
+
+def _describe(event: str, args: tuple) -> str:
+    if event == "subprocess.Popen":
+        return f"{event}: {args[1]!r}"[:200]
+    if event in ("socket.connect", "socket.sendto"):
+        return f"{args[-1]!r}"[:200]
+    if args and isinstance(args[0], str | bytes | os.PathLike):
+        return f"{event}: {os.fsdecode(args[0])}"[:200]
+    return event
+
+
+def attach(shell: Any) -> Recorder:
+    """Start recording `shell` (once; loading the extension twice keeps one recorder)."""
+    recorder = getattr(shell, "_nbferry_recorder", None)
+    if recorder is None:
+        recorder = Recorder(shell)
+        recorder.start()
+        shell._nbferry_recorder = recorder
+    return recorder
+
+
+def detach(shell: Any) -> None:
+    recorder = getattr(shell, "_nbferry_recorder", None)
+    if recorder is not None:
+        recorder.stop()
+        del shell._nbferry_recorder
+
+
+def recorder_of(shell: Any) -> Recorder:
+    """The shell's recorder; one that saw nothing (all cells unsafe) when none runs."""
+    return getattr(shell, "_nbferry_recorder", None) or Recorder(shell)

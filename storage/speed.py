@@ -1,0 +1,126 @@
+"""How fast a store moves bytes: measured once with a small probe, then cached.
+
+The planner weighs storing a value (bytes over this bandwidth, plus request
+latency) against rerunning the cells that made it. The probe writes and reads
+four 4 MiB incompressible chunks in parallel through the same code path pods
+use (hash, codec choice, upload; download, verify), plus one tiny object for
+latency, under `probe/` in the store, and deletes them. Results are cached per
+store URL for a week in the user's cache folder, so a checkpoint never pays
+for the probe twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import platformdirs
+
+from nbferry.storage import chunks as ck
+from nbferry.storage.ids import new_checkpoint_id
+
+if TYPE_CHECKING:
+    from nbferry.storage.store import Store
+
+MAX_AGE = 7 * 24 * 3600.0
+_PROBE_CHUNKS = 4
+
+
+@dataclass(frozen=True)
+class StoreSpeed:
+    write_bytes_per_second: float  # raw bytes through hashing, compression and upload
+    read_bytes_per_second: float  # raw bytes through download, verification and decoding
+    latency_seconds: float  # one small request
+    measured_at: float = 0.0  # Unix time; 0 for the built-in guess
+
+    def write_seconds(self, size: int) -> float:
+        return size / self.write_bytes_per_second + self.latency_seconds * _requests(size)
+
+    def read_seconds(self, size: int) -> float:
+        return size / self.read_bytes_per_second + self.latency_seconds * _requests(size)
+
+
+def _requests(size: int) -> float:
+    # Big values take one request per chunk; small ones share packs (~1/32 of one each).
+    return max(size / ck.DEFAULT_CHUNK_SIZE, 1 / 32)
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("NBFERRY_SPEED_CACHE") or platformdirs.user_cache_path("nbferry"))
+
+
+def store_speed(store: Store, max_age: float = MAX_AGE, refresh: bool = False) -> StoreSpeed:
+    """The cached speed of `store`, measuring it when there is none or it is stale."""
+    path = cache_path() / "store-speed.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    entry = cached.get(store.url)
+    if entry and not refresh and time.time() - entry.get("measured_at", 0) < max_age:
+        try:
+            return StoreSpeed(**entry)
+        except TypeError:
+            pass  # written by another version: measure again
+    speed = measure(store)
+    cached[store.url] = asdict(speed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home still plans, it just measures again next time
+    return speed
+
+
+def measure(store: Store) -> StoreSpeed:
+    """Probe the store: about 16 MiB written and read back, then removed."""
+    backend = store.backend
+    backend.prepare_write()
+    prefix = f"probe/{new_checkpoint_id()}"
+    data = [os.urandom(ck.DEFAULT_CHUNK_SIZE) for _ in range(_PROBE_CHUNKS)]
+    keys = [f"{prefix}-{i}" for i in range(_PROBE_CHUNKS)]
+
+    def write(i: int) -> None:
+        view = memoryview(data[i])
+        ck.chunk_hash(view)
+        codec, stored = ck.encode(view)
+        backend.put(keys[i], [bytes([codec]), stored])
+
+    def read(i: int) -> None:
+        stored = backend.get(keys[i])
+        out = bytearray(ck.DEFAULT_CHUNK_SIZE)
+        ck.decode_into(stored[0], memoryview(stored)[1:], memoryview(out))
+        ck.chunk_hash(out)
+
+    total = _PROBE_CHUNKS * ck.DEFAULT_CHUNK_SIZE
+    try:
+        with ThreadPoolExecutor(min(store.workers, _PROBE_CHUNKS)) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(write, range(_PROBE_CHUNKS)))
+            t1 = time.perf_counter()
+            list(pool.map(read, range(_PROBE_CHUNKS)))
+            t2 = time.perf_counter()
+        tiny = f"{prefix}-latency"
+        backend.put(tiny, [b"x"])
+        t3 = time.perf_counter()
+        backend.size(tiny)
+        backend.get(tiny)
+        latency = (time.perf_counter() - t3) / 2
+    finally:
+        for key in [*keys, f"{prefix}-latency"]:
+            with contextlib.suppress(Exception):
+                backend.delete(key)
+    return StoreSpeed(
+        write_bytes_per_second=total / max(t1 - t0, 1e-6),
+        read_bytes_per_second=total / max(t2 - t1, 1e-6),
+        latency_seconds=latency,
+        measured_at=time.time(),
+    )

@@ -1,0 +1,386 @@
+"""The static cell scan on realistic (IPython-transformed) cells, and `code_globals`."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from IPython.core.inputtransformer2 import TransformerManager
+
+from nbferry.agent.cellscan import CellScan, code_globals, scan
+
+
+def S(source: str) -> CellScan:
+    """Scan a cell as IPython would run it (magics and shell escapes transformed)."""
+    return scan(TransformerManager().transform_cell(textwrap.dedent(source)))
+
+
+# -- names read, written and deleted ------------------------------------------------
+
+
+def test_assignment_reads_the_right_side_and_writes_the_targets() -> None:
+    s = S("x = 1\ny = x + z\n")
+    assert s.writes == {"x", "y"} and s.reads == {"x", "z"}
+    assert s.deletes == set() and s.candidates == set() and s.syntax_error == ""
+
+
+def test_tuple_unpacking_writes_every_target_including_starred() -> None:
+    s = S("a, (b, *c) = t\nfirst, *_ = rows\n")
+    assert s.writes == {"a", "b", "c", "first", "_"}
+    assert s.reads == {"t", "rows"}
+
+
+def test_augmented_assignment_reads_and_writes_the_name() -> None:
+    s = S("x += 1\n")
+    assert s.reads == {"x"} and s.writes == {"x"}
+    # On an element it changes the container in place: a read and a candidate, not a write.
+    s = S("xs[0] += 1\nobj.count -= 1\n")
+    assert s.reads == {"xs", "obj"} and s.writes == set() and s.candidates == {"xs", "obj"}
+
+
+def test_annotated_assignment_writes_the_target_and_reads_the_annotation() -> None:
+    s = S("total: int = start + 1\n")
+    assert s.writes == {"total"} and s.reads == {"int", "start"}
+
+
+def test_del_of_a_name_deletes_it_and_del_of_an_element_changes_the_container() -> None:
+    s = S("del x, ys[0], obj.attr\n")
+    assert s.deletes == {"x"}
+    assert s.candidates == {"ys", "obj"}
+    assert "x" not in s.writes and "x" not in s.reads
+
+
+def test_a_name_bound_then_deleted_in_one_cell_is_only_deleted() -> None:
+    s = S("tmp = load()\nresult = tmp * 2\ndel tmp\n")
+    assert s.deletes == {"tmp"} and s.writes == {"result"}
+
+
+def test_imports_bind_the_top_package_or_the_alias() -> None:
+    s = S(
+        """
+        import os.path
+        import numpy as np
+        import a.b.c as abc
+        from collections import OrderedDict, defaultdict as dd
+        from . import sibling
+        from pathlib import *
+        """
+    )
+    assert s.writes == {"os", "np", "abc", "OrderedDict", "dd", "sibling"}
+    assert s.reads == set()
+
+
+def test_with_and_for_targets_are_written() -> None:
+    s = S(
+        """
+        with open(path) as fh:
+            text = fh.read()
+        for i, line in enumerate(text.splitlines()):
+            pass
+        """
+    )
+    assert {"fh", "text", "i", "line"} <= s.writes
+    assert {"open", "path", "enumerate"} <= s.reads
+
+
+# -- definitions ----------------------------------------------------------------------
+
+
+def test_function_body_is_not_scanned_but_decorators_and_defaults_are() -> None:
+    s = S(
+        """
+        @functools.lru_cache(maxsize=CACHE)
+        def f(p, q=DEFAULT, *, r=KW_DEFAULT):
+            local = p + q + GLOBAL_IN_BODY
+            other.append(local)
+            return local
+        """
+    )
+    assert s.writes == {"f"}
+    assert s.reads == {"functools", "CACHE", "DEFAULT", "KW_DEFAULT"}
+    assert "GLOBAL_IN_BODY" not in s.reads and "other" not in s.candidates
+    assert not {"p", "q", "r", "local"} & (s.reads | s.writes)
+
+
+def test_async_function_is_a_definition_too() -> None:
+    s = S("async def fetch(url, timeout=TIMEOUT):\n    return await client.get(url)\n")
+    assert s.writes == {"fetch"} and s.reads == {"TIMEOUT"} and s.candidates == set()
+
+
+def test_lambda_parameters_are_not_names_and_its_defaults_are_read() -> None:
+    s = S("g = lambda v, w=W: v * w\n")
+    assert s.writes == {"g"} and s.reads == {"W"}
+    assert not {"v", "w"} & (s.reads | s.writes)
+
+
+def test_a_lambda_called_inside_the_cell_reads_its_globals() -> None:
+    # map() calls the lambda during this cell, so the cell reads `scale`; the lambda is
+    # never a namespace value the recorder could resolve later with code_globals.
+    s = S("ys = list(map(lambda v: v * scale, xs))\n")
+    assert "scale" in s.reads
+    assert "v" not in s.reads
+
+
+def test_class_body_assignments_are_not_globals_but_the_class_name_is() -> None:
+    s = S(
+        """
+        class Model(Base, metaclass=Meta):
+            n_layers = 3
+            width = WIDTH * 2
+            import math
+            def forward(self, x, scale=SCALE):
+                return self.n_layers * x * HIDDEN
+            del n_layers
+        """
+    )
+    assert s.writes == {"Model"}
+    assert {"Base", "Meta", "WIDTH", "SCALE"} <= s.reads
+    assert "HIDDEN" not in s.reads
+    assert not {"n_layers", "width", "math", "forward"} & (s.writes | s.deletes)
+
+
+def test_decorated_class_reads_its_decorator() -> None:
+    s = S("@dataclasses.dataclass(frozen=True)\nclass Point:\n    x: float = ORIGIN\n")
+    assert s.writes == {"Point"} and {"dataclasses", "float", "ORIGIN"} <= s.reads
+
+
+# -- comprehensions and walrus --------------------------------------------------------
+
+
+def test_comprehension_variables_are_local_and_the_iterable_is_read() -> None:
+    s = S("ys = [v * k for v in xs if v > lim]\n")
+    assert s.writes == {"ys"} and s.reads == {"k", "xs", "lim"}
+    s = S("d = {key: val for key, val in pairs.items()}\n")
+    assert s.writes == {"d"} and s.reads == {"pairs"}
+    s = S("s = {(a, b) for a in rows for b in a if b not in seen}\n")
+    assert s.writes == {"s"} and s.reads == {"rows", "seen"}
+    s = S("total = sum(x * x for x in values)\n")
+    assert s.writes == {"total"} and s.reads == {"sum", "values"}
+
+
+def test_the_first_iterable_is_read_even_when_it_shares_the_loop_variable_name() -> None:
+    s = S("v = [v + 1 for v in v]\n")
+    assert s.reads == {"v"} and s.writes == {"v"}
+
+
+def test_methods_called_on_comprehension_variables_are_not_candidates() -> None:
+    s = S("[row.append(0) for row in grid]\n")
+    assert "row" not in s.candidates and "row" not in s.reads and "grid" in s.reads
+
+
+def test_a_comprehension_over_an_iterator_consumes_it() -> None:
+    # `for r in reader:` makes `reader` a candidate; a comprehension iterates it just
+    # the same (and sum() drains the generator expression over `it` during the cell).
+    assert "reader" in S("rows = [r for r in reader]\n").candidates
+    assert "it" in S("total = sum(x for x in it)\n").candidates
+
+
+def test_walrus_binds_in_the_cell_scope_even_inside_a_comprehension() -> None:
+    s = S("if (n := len(xs)) > 3:\n    pass\n")
+    assert s.writes == {"n"} and {"len", "xs"} <= s.reads
+    s = S("ys = [last := f(v) for v in xs]\n")
+    assert s.writes == {"ys", "last"} and s.reads == {"f", "xs"}
+
+
+def test_match_capture_patterns_bind_names() -> None:
+    s = S(
+        """
+        match command:
+            case [verb, obj]:
+                pass
+            case {"op": op, **rest}:
+                pass
+            case Point(x=px) | Point(y=px):
+                pass
+            case [*items] as whole:
+                pass
+        """
+    )
+    assert "command" in s.reads
+    assert {"verb", "obj", "op", "rest", "px", "items", "whole"} <= s.writes
+
+
+# -- in-place change candidates -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "candidate"),
+    [
+        ("xs.append(1)\n", "xs"),
+        ("df.drop(columns=['a'], inplace=True)\n", "df"),
+        ("df.loc[0, 'a'] = 1\n", "df"),
+        ("cfg['lr'] = 0.1\n", "cfg"),
+        ("model.weights[0].value = 3\n", "model"),
+        ("np.add(a, 1, out=a)\n", "a"),
+        ("rng.shuffle(deck)\n", "deck"),
+        ("for v in gen:\n    pass\n", "gen"),
+        ("first = next(g)\n", "g"),
+        ("fill(buffer)\n", "buffer"),
+        ("process(*batches)\n", "batches"),
+    ],
+)
+def test_in_place_change_candidates(source: str, candidate: str) -> None:
+    assert candidate in S(source).candidates
+
+
+def test_plain_rebinding_and_reading_make_no_candidates() -> None:
+    s = S("y = x\nz = x + y\nw = x[0]\n")
+    assert s.candidates == set()
+
+
+# -- seeds, randomness and the clock --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "np.random.seed(0)\n",
+        "random.seed(42)\n",
+        "rng = np.random.default_rng(42)\n",
+        "rng = np.random.default_rng(seed=7)\n",
+        "state = np.random.RandomState(0)\n",
+        "r = random.Random(1)\n",
+    ],
+)
+def test_seeding_calls_set_seeds(source: str) -> None:
+    s = S(source)
+    assert s.seeds and s.random == []
+
+
+@pytest.mark.parametrize(
+    ("source", "label"),
+    [
+        ("rng = np.random.default_rng()\n", "np.random.default_rng"),
+        ("rng = default_rng()\n", "default_rng"),
+        ("u = uuid.uuid4()\n", "uuid.uuid4"),
+        ("b = os.urandom(4)\n", "os.urandom"),
+        ("token = secrets.token_hex(16)\n", "secrets.token_hex"),
+        ("r = random.Random()\n", "random.Random"),
+    ],
+)
+def test_unseeded_randomness_is_named_by_call(source: str, label: str) -> None:
+    s = S(source)
+    assert s.random == [label] and not s.seeds
+
+
+def test_an_explicit_none_seed_is_not_a_seed() -> None:
+    s = S("rng = np.random.default_rng(None)\n")
+    assert not s.seeds and s.random == ["np.random.default_rng"]
+
+
+@pytest.mark.parametrize(
+    ("source", "label"),
+    [
+        ("t = time.time()\n", "time.time"),
+        ("t = time.time_ns()\n", "time.time_ns"),
+        ("t = datetime.now()\n", "datetime.now"),
+        ("t = datetime.datetime.now()\n", "datetime.datetime.now"),
+        ("d = date.today()\n", "date.today"),
+        ("t = pd.Timestamp.now()\n", "pd.Timestamp.now"),
+    ],
+)
+def test_clock_reads_are_named_by_call(source: str, label: str) -> None:
+    s = S(source)
+    assert s.clock == [label] and s.random == []
+
+
+def test_a_from_imported_clock_is_still_a_clock_read() -> None:
+    assert S("from time import time\nstarted = time()\n").clock == ["time"]
+
+
+def test_deterministic_calls_are_neither_random_nor_clock() -> None:
+    s = S("x = np.zeros(3)\nt = time.sleep(0)\ny = sorted(xs)\nz = datetime(2020, 1, 1)\n")
+    assert s.random == [] and s.clock == [] and not s.seeds
+
+
+def test_every_random_and_clock_call_is_listed() -> None:
+    s = S("a = uuid.uuid4()\nb = uuid.uuid4()\nt0 = time.time()\n")
+    assert s.random == ["uuid.uuid4", "uuid.uuid4"] and s.clock == ["time.time"]
+
+
+# -- syntax errors and IPython transforms ---------------------------------------------
+
+
+def test_syntax_error_gives_an_empty_scan_that_says_why() -> None:
+    s = scan("x = (\n")
+    assert s.syntax_error and "line 1" in s.syntax_error
+    assert s.reads == s.writes == s.deletes == s.candidates == set()
+    assert scan("def f(:\n    pass\n").syntax_error
+
+
+def test_shell_escapes_parse_and_capture_their_output() -> None:
+    s = S("files = !ls {folder}\n")
+    assert s.syntax_error == "" and "files" in s.writes and "get_ipython" in s.reads
+    s = S("!pip install -q numpy\n")
+    assert s.syntax_error == "" and s.writes == set()
+
+
+def test_line_magic_source_is_transformed_code() -> None:
+    source = "get_ipython().run_line_magic('time', 'x = 1')\n"
+    assert TransformerManager().transform_cell("%time x = 1\n") == source
+    s = scan(source)
+    assert s.syntax_error == "" and "get_ipython" in s.reads
+
+
+def test_time_magics_bind_the_names_their_code_assigns() -> None:
+    # `%time x = 1` and `%%time` run their code in the user namespace: x (and y) change.
+    assert "x" in scan("get_ipython().run_line_magic('time', 'x = 1')\n").writes
+    assert {"x", "y"} <= S("%%time\nx = 1\ny = x + 1\n").writes
+
+
+# -- code_globals ---------------------------------------------------------------------
+
+_MODULE = """
+import math
+counter = 0
+
+def f(x, k=3):
+    global counter, gone
+    counter += 1
+    del gone
+    def inner(y):
+        return y * SCALE + math.pi
+    shift = lambda z: z + OFFSET
+    class Local:
+        attr = CLASS_CONST
+        def method(self):
+            return METHOD_GLOBAL
+    ys = [inner(v) for v in DATA if v > LIMIT]
+    return len(ys) + x + k + shift(0)
+
+def pure(a, b):
+    c = a + b
+    return c
+
+def setter():
+    global built
+    built = [1]
+"""
+
+
+def _functions() -> dict:
+    ns: dict = {}
+    exec(compile(_MODULE, "<cell>", "exec"), ns)
+    return ns
+
+
+def test_code_globals_reads_nested_functions_lambdas_and_classes() -> None:
+    reads, writes = code_globals(_functions()["f"].__code__)
+    expected = {"counter", "SCALE", "math", "OFFSET", "CLASS_CONST", "METHOD_GLOBAL"}
+    assert expected | {"DATA", "LIMIT", "len"} <= reads
+    assert not {"x", "k", "y", "z", "v", "ys", "inner", "shift", "Local"} & reads
+    assert writes == {"counter", "gone"}
+
+
+def test_code_globals_of_a_pure_function_is_empty() -> None:
+    assert code_globals(_functions()["pure"].__code__) == (set(), set())
+
+
+def test_code_globals_sees_global_statements() -> None:
+    assert code_globals(_functions()["setter"].__code__) == (set(), {"built"})
+
+
+def test_code_globals_of_a_cell_module_reads_its_names() -> None:
+    code = compile("y = x + 1\nprint(y)\n", "<cell>", "exec")
+    reads, writes = code_globals(code)
+    assert {"x", "y", "print"} <= reads and writes == set()
