@@ -34,6 +34,21 @@ def _has_seed(node: ast.Call) -> bool:
     return any(not (isinstance(v, ast.Constant) and v.value is None) for v in values)
 
 
+@dataclass(frozen=True)
+class Use:
+    """One way a cell used a candidate name.
+
+    kind: "store" (x[i] = v, x.a = v, del x[i], x[i] += v), "method" (x.m(...)),
+    "chain" (x[i].m(...), x.a.m(...)), "arg" (f(x), f(x[i])) or "iter" (for v in x).
+    name: the method for "method"/"chain"; the called function, dotted, for "arg".
+    inplace: the call passed inplace=True or out=...
+    """
+
+    kind: str
+    name: str = ""
+    inplace: bool = False
+
+
 @dataclass
 class CellScan:
     reads: set[str] = field(default_factory=set)
@@ -42,6 +57,9 @@ class CellScan:
     # Names whose objects the cell might change in place: method receivers,
     # call arguments, subscript/attribute assignment targets, loop iterables.
     candidates: set[str] = field(default_factory=set)
+    # How each candidate was used (see `Use`), so the recorder can skip uses
+    # that cannot change a value of a known type (df.head() on a DataFrame).
+    uses: dict[str, list[Use]] = field(default_factory=dict)
     seeds: bool = False  # calls something named seed(...)
     random: list[str] = field(default_factory=list)  # unseeded randomness, by call
     clock: list[str] = field(default_factory=list)  # wall-clock reads, by call
@@ -174,7 +192,7 @@ class _Visitor(ast.NodeVisitor):
     def _comprehension(self, node: ast.AST, elements: list[ast.AST]) -> None:
         gens: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
         self.visit(gens[0].iter)  # evaluated in the enclosing scope
-        self._candidate(gens[0].iter)  # iterating an iterator consumes it
+        self._candidate(gens[0].iter, Use("iter"))  # iterating an iterator consumes it
         targets = {n.id for g in gens for n in ast.walk(g.target) if isinstance(n, ast.Name)}
         self.local.append(targets)
         for i, gen in enumerate(gens):
@@ -195,17 +213,18 @@ class _Visitor(ast.NodeVisitor):
         self._comprehension(node, [node.key, node.value])
 
     # -- in-place changes ------------------------------------------------------
-    def _candidate(self, node: ast.AST) -> None:
+    def _candidate(self, node: ast.AST, use: Use) -> None:
         name = _root(node)
         if name is not None and not any(name in scope for scope in self.local):
             self.out.candidates.add(name)
+            self.out.uses.setdefault(name, []).append(use)
 
     def visit_Assign(self, node: ast.Assign | ast.AnnAssign | ast.AugAssign) -> None:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         for target in targets:
             for sub in ast.walk(target):
                 if isinstance(sub, ast.Attribute | ast.Subscript):
-                    self._candidate(sub)
+                    self._candidate(sub, Use("store"))
         self.generic_visit(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
@@ -218,20 +237,29 @@ class _Visitor(ast.NodeVisitor):
     def visit_Delete(self, node: ast.Delete) -> None:
         for target in node.targets:
             if not isinstance(target, ast.Name):
-                self._candidate(target)
+                self._candidate(target, Use("store"))
         self.generic_visit(node)
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
-        self._candidate(node.iter)  # iterating an iterator or generator consumes it
+        self._candidate(node.iter, Use("iter"))  # iterating an iterator or generator consumes it
         self.generic_visit(node)
 
     visit_AsyncFor = visit_For
 
     def visit_Call(self, node: ast.Call) -> None:
+        inplace = any(
+            (k.arg == "inplace" and not (isinstance(k.value, ast.Constant) and not k.value.value))
+            or k.arg == "out"
+            for k in node.keywords
+        )
         if isinstance(node.func, ast.Attribute):
-            self._candidate(node.func.value)  # df.drop(..., inplace=True), xs.append(1)
+            # df.drop(..., inplace=True), xs.append(1), a[0].fill(1)
+            receiver = node.func.value
+            kind = "method" if isinstance(receiver, ast.Name) else "chain"
+            self._candidate(receiver, Use(kind, node.func.attr, inplace))
+        called = ".".join(_dotted(node.func))
         for arg in [*node.args, *(k.value for k in node.keywords)]:
-            self._candidate(arg)  # np.add(a, 1, out=a), rng.shuffle(xs), next(gen)
+            self._candidate(arg, Use("arg", called, inplace))  # np.add(a, 1, out=a), next(gen)
         self._nondeterminism(node)
         self.generic_visit(node)
 

@@ -11,7 +11,9 @@ clocks, so the history means the same on any host.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
 import os
 import random
 import re
@@ -23,7 +25,7 @@ from typing import Any
 
 import blake3
 
-from nbferry.agent.cellscan import CellScan, code_globals, scan
+from nbferry.agent.cellscan import CellScan, Use, code_globals, scan
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.v1 import manifest_pb2 as pb
 
@@ -119,6 +121,8 @@ class Recorder:
         for name in (found.candidates | via_reads) & ns.keys():
             value = ns[name]
             if isinstance(value, _SKIP):
+                continue
+            if name not in via_reads and not could_change(value, found.uses[name], ns):
                 continue
             cached = self._digests.get(name)
             if cached is not None and cached[0] == id(value):
@@ -243,6 +247,72 @@ class Recorder:
             copy.CopyFrom(cell)
             copy.index = len(hist.cells) - 1
         return hist
+
+
+# Methods that change an array or a frame in place; every other method returns a
+# new object (pandas >= 3 is copy-on-write, so x[...].m() never changes x).
+_NUMPY_MUTATORS = frozenset(
+    {"fill", "sort", "partition", "put", "resize", "setfield", "setflags", "itemset", "byteswap"}
+)
+_PANDAS_MUTATORS = frozenset({"insert", "pop", "update", "__setitem__", "__delitem__"})
+# numpy functions that write into an argument (besides out=...).
+_NUMPY_WRITERS = frozenset({"copyto", "put", "place", "putmask", "fill_diagonal", "shuffle"})
+_PURE_MODULES = ("numpy", "pandas", "matplotlib", "seaborn", "scipy", "math", "statistics")
+
+
+def could_change(value: Any, uses: list[Use], ns: dict[str, Any]) -> bool:
+    """Whether any of a cell's uses could change an array or frame in place.
+
+    Only numpy arrays and pandas (>= 3) objects are judged; anything else is
+    fingerprinted whenever a cell uses it as a candidate.
+    """
+    kind = _container_kind(value)
+    if kind is None:
+        return True
+    mutators = _NUMPY_MUTATORS if kind == "numpy" else _PANDAS_MUTATORS
+    for use in uses:
+        if use.kind == "store":
+            return True
+        if use.kind == "method" and (use.inplace or use.name in mutators):
+            return True
+        if use.kind == "chain" and kind == "numpy" and (use.inplace or use.name in mutators):
+            return True  # a[0].fill(1): a[0] is a view
+        if use.kind == "arg" and (use.inplace or not _pure_on_data(use.name, ns)):
+            return True
+    return False
+
+
+def _container_kind(value: Any) -> str | None:
+    module = type(value).__module__
+    if module.startswith("numpy") and hasattr(value, "__array_interface__"):
+        return "numpy"
+    if module.startswith("pandas") and _pandas_copy_on_write():
+        return "pandas"
+    return None
+
+
+@functools.cache
+def _pandas_copy_on_write() -> bool:
+    pd = sys.modules.get("pandas")
+    try:
+        return int(pd.__version__.split(".")[0]) >= 3  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return False
+
+
+def _pure_on_data(called: str, ns: dict[str, Any]) -> bool:
+    """len(a), print(df), np.mean(a), plt.plot(a): calls that only read arrays and frames."""
+    if not called:
+        return False
+    root, _, rest = called.partition(".")
+    if called.rsplit(".", 1)[-1] in _NUMPY_WRITERS:
+        return False
+    target = ns.get(root, _MISSING)
+    if target is _MISSING:
+        return root in vars(builtins) or root == "display"
+    if isinstance(target, types.ModuleType):
+        return target.__name__.split(".")[0] in _PURE_MODULES
+    return not rest and isinstance(target, type) and target.__module__.startswith(_PURE_MODULES)
 
 
 _MISSING = object()

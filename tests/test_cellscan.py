@@ -384,3 +384,58 @@ def test_code_globals_of_a_cell_module_reads_its_names() -> None:
     code = compile("y = x + 1\nprint(y)\n", "<cell>", "exec")
     reads, writes = code_globals(code)
     assert {"x", "y", "print"} <= reads and writes == set()
+
+
+# -- which uses could change an array or a frame (recorder.could_change) ------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "changes"),
+    [
+        ("a.sum()", False),
+        ("a[0].fill(1)", True),  # a[0] is a view
+        ("a.sort()", True),
+        ("b = a + 1", False),
+        ("a[1] = 5", True),
+        ("np.mean(a)", False),
+        ("np.add(a, 1, out=a)", True),
+        ("np.copyto(a, 0)", True),
+        ("len(a); print(a)", False),
+        ("helper(a)", True),  # a notebook function could write into it
+        ("for row in a:\n    pass", False),
+    ],
+)
+def test_numpy_uses_that_could_change_an_array(cell: str, changes: bool) -> None:
+    np = pytest.importorskip("numpy")
+    from nbferry.agent.recorder import could_change
+
+    ns = {"np": np, "a": np.arange(4), "helper": lambda x: x}
+    assert could_change(ns["a"], scan(cell).uses.get("a", []), ns) is changes
+
+
+@pytest.mark.parametrize(
+    ("cell", "changes"),
+    [
+        ("df.head()", False),
+        ("df['a'].sum()", False),
+        ("df.describe()", False),
+        ("df.loc[0, 'a'] = 1", True),
+        ("df['c'] = 1", True),
+        ("df.drop(columns='a', inplace=True)", True),
+        ("df.insert(0, 'z', 1)", True),
+        ("pd.concat([df, df])", False),
+        ("df['a'].fillna(0, inplace=True)", False),  # copy-on-write: never reaches df
+    ],
+)
+def test_pandas_uses_that_could_change_a_frame(cell: str, changes: bool) -> None:
+    pd = pytest.importorskip("pandas")
+    from nbferry.agent.recorder import could_change
+
+    ns = {"pd": pd, "df": pd.DataFrame({"a": [1.0, None]})}
+    assert could_change(ns["df"], scan(cell).uses.get("df", []), ns) is changes
+
+
+def test_other_values_are_always_checked() -> None:
+    from nbferry.agent.recorder import could_change
+
+    assert could_change([1, 2], scan("len(xs)").uses["xs"], {"xs": [1, 2]})
