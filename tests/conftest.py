@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("NBFERRY_STORE", None)
 os.environ["NBFERRY_SIGNING_KEY"] = "nbferry-test-suite-key"
+# Store speeds measured by tests go to a throwaway folder, not the user's cache.
+os.environ["NBFERRY_SPEED_CACHE"] = tempfile.mkdtemp(prefix="nbferry-speed-")
 
 from nbferry.storage import PodData, Store, open_store
 
