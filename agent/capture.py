@@ -16,7 +16,7 @@ from typing import Any
 
 from nbferry.agent import pickling, planning
 from nbferry.agent.covariables import group
-from nbferry.agent.fingerprint import fingerprint
+from nbferry.agent.fingerprint import Unstable, fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.agent.pickling import STATE_POD
 from nbferry.storage import PodData, Store, StoreError
@@ -124,7 +124,9 @@ def _add_pod(
     size = len(enc.header) + sum(memoryview(b).nbytes for b in enc.buffers)
     for i, (name, value) in enumerate(values.items()):
         try:
-            digest = fingerprint(value)
+            digest = fingerprint(value, sets=single[name].has_sets)
+        except Unstable:
+            digest = b""  # no fingerprint means the same in another process: unverifiable
         except Exception:  # stored by cloudpickle/dill: hash what was stored instead
             digest = single[name].digest()
         out.variables[name] = pb.VariableRef(

@@ -59,31 +59,81 @@ def _array_marker(*args: Any) -> Any:  # pragma: no cover - never called
     return args
 
 
+class Unstable(ValueError):
+    """The value holds objects whose pickles differ per process (matplotlib artists)."""
+
+
+# Pickles of these carry object ids and callback registries: no stable fingerprint.
+_UNSTABLE_MODULES = ("matplotlib.",)
+
+
+def _set_marker(*items: Any) -> Any:  # pragma: no cover - never called
+    return items
+
+
 class _Canonical(pickle.Pickler):
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=5)
+        self.arrays: list[Any] = []  # hashed after the stream, never pickled
+
     def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
         if is_definition(obj):
             return _definition_marker, (_definition_digest(obj),)
         np = sys.modules.get("numpy")
-        if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
-            # Layout (strides, order, views) is not content: hash C-ordered bytes.
+        if np is not None and cls is np.ndarray and not obj.dtype.hasobject:
+            # Layout (strides, order, views, read-only flag) is not content: hash C-ordered bytes.
             data = np.ascontiguousarray(obj).reshape(-1).view(np.uint8)  # datetimes too
-            return _array_marker, (obj.dtype.str, obj.shape, pickle.PickleBuffer(data))
+            self.arrays.append(data)
+            return _array_marker, (obj.dtype.str, obj.shape, len(self.arrays))
+        if cls.__module__.startswith(_UNSTABLE_MODULES):
+            raise Unstable(f"{cls.__module__}.{cls.__qualname__} has no stable fingerprint")
         return NotImplemented
 
 
-def fingerprint(value: Any) -> bytes:
-    """32-byte BLAKE3 fingerprint of a value; raises if it cannot be pickled at all."""
-    buffers: list[pickle.PickleBuffer] = []
+class _CanonicalSets(_Canonical):
+    """Also sorts sets, whose iteration order follows per-process string hashing.
+
+    pickle never shows sets to reducer_override, only to persistent_id, which
+    it calls for every object: 3-4x slower on object graphs, so it is used only
+    for values known to hold sets. Without sets both give the same bytes.
+    """
+
+    def persistent_id(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls is set or cls is frozenset:
+            return (_set_marker, cls.__name__, *_sorted(obj))
+        return None
+
+
+def _sorted(items: Any) -> list[Any]:
+    try:
+        return sorted(items)
+    except TypeError:  # mixed types: order by each element's own canonical bytes
+        return sorted(items, key=lambda item: fingerprint(item, sets=True))
+
+
+def fingerprint(value: Any, sets: bool = False) -> bytes:
+    """32-byte BLAKE3 fingerprint of a value.
+
+    `sets=True` makes values holding sets fingerprint alike in every process
+    (pass it whenever the value may hold sets). Raises Unstable for values no
+    fingerprint can verify across processes, and the pickling error for
+    values that cannot be pickled at all.
+    """
+    cls = _CanonicalSets if sets else _Canonical
     sink = io.BytesIO()
-    pickler = _Canonical(sink, protocol=5, buffer_callback=buffers.append)
+    pickler = cls(sink)
     pickler.fast = True  # no memo: sharing does not change the bytes
     try:
         pickler.dump(value)
-    except (RecursionError, ValueError):
-        buffers.clear()
+    except (RecursionError, ValueError) as exc:
+        if isinstance(exc, Unstable):
+            raise
         sink = io.BytesIO()
-        _Canonical(sink, protocol=5, buffer_callback=buffers.append).dump(value)
+        pickler = cls(sink)
+        pickler.dump(value)
     h = blake3.blake3(sink.getvalue(), max_threads=blake3.blake3.AUTO)  # big arrays: all cores
-    for buf in buffers:
-        h.update(buf.raw())
+    for data in pickler.arrays:
+        h.update(data)
     return h.digest()

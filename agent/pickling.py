@@ -208,6 +208,7 @@ class Encoded:
     # objects are held so that the ids of temporaries made while pickling stay
     # unique for the whole capture; a reused id would link unrelated variables.
     reached: dict[int, Any] = field(default_factory=dict)
+    has_sets: bool = False  # reached a set or frozenset (see fingerprint(sets=...))
 
     def digest(self) -> bytes:
         """Hash of the stored bytes (not canonical: see fingerprint.py)."""
@@ -227,8 +228,11 @@ class _Tracking:
         self.own = own  # ids of definitions this pod stores by value
         self.np = sys.modules.get("numpy")
         self.immutable = _IMMUTABLE + _shared_singletons()
+        self.has_sets = False
 
     def persistent_id(self, obj: Any) -> None:
+        if type(obj) is set or type(obj) is frozenset:
+            self.has_sets = True
         if not isinstance(obj, self.immutable):
             self.reached[id(obj)] = obj
             if self.np is not None and isinstance(obj, self.np.ndarray):
@@ -304,7 +308,7 @@ def _dump(
     pickler._setup(definitions, views, own)
     pickler.dump(value)
     name = "pickle" if pickler_cls is _StdPickler else "cloudpickle"
-    return Encoded(sink.getvalue(), buffers, name, pickler.reached)
+    return Encoded(sink.getvalue(), buffers, name, pickler.reached, pickler.has_sets)
 
 
 def encode(
@@ -330,7 +334,7 @@ def encode(
     try:
         data = _dill_dumps(value)
         if len(data) <= SMALL_FOR_DILL:
-            return Encoded(data, [], "dill", {})
+            return Encoded(data, [], "dill", {}, has_sets=True)  # unknown: assume so
     except Exception:
         pass
     assert first_error is not None

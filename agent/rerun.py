@@ -77,7 +77,7 @@ def recompute(shell: Any, manifest: pb.Manifest, values: dict[str, Any]) -> Outc
             continue
         expected = manifest.variables[name].fingerprint
         try:
-            same = not expected or fingerprint(ns[name]) == expected
+            same = not expected or fingerprint(ns[name], sets=True) == expected
         except Exception:
             same = False
         if not expected:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from nbferry.agent.capture import capture_namespace
 from nbferry.agent.covariables import group
-from nbferry.agent.fingerprint import fingerprint
+from nbferry.agent.fingerprint import Unstable, fingerprint
 from nbferry.agent.namespace import user_variables
 from nbferry.agent.restore import RestoreError, preflight
 from nbferry.agent.session import session_id_for
@@ -100,3 +104,41 @@ def test_preflight_missing_module_and_version_warning() -> None:
     text = str(err.value)
     assert "no_such_mod_xyz.sub" in text and "pip install zz-dist==1.2" in text
     assert "nothing was restored" in text and "numpy" not in text.split(":", 1)[1]
+
+
+def _fingerprint_in_process(expr: str, seed: str) -> str:
+    code = (
+        "from nbferry.agent.fingerprint import fingerprint\n"
+        f"print(fingerprint({expr}, sets=True).hex())"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_sets_fingerprint_alike_under_any_string_hash_seed() -> None:
+    expr = "[{'tokens': {'alpha', 'beta', 'gamma', 'delta'}}, frozenset({'x', 'y', 1})]"
+    assert _fingerprint_in_process(expr, "1") == _fingerprint_in_process(expr, "2")
+    assert fingerprint({"a", "b"}, sets=True) != fingerprint({"a", "c"}, sets=True)
+    # Without sets both modes agree, so values without sets need no flag.
+    assert fingerprint([1, {"k": "v"}]) == fingerprint([1, {"k": "v"}], sets=True)
+
+
+def test_read_only_arrays_fingerprint_like_writable_copies() -> None:
+    a = np.arange(10.0)
+    b = a.copy()
+    b.flags.writeable = False
+    assert fingerprint({"x": a}) == fingerprint({"x": b})
+
+
+def test_matplotlib_objects_have_no_stable_fingerprint() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    with pytest.raises(Unstable):
+        fingerprint({"ax": ax})
+    plt.close(fig)
