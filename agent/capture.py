@@ -20,6 +20,7 @@ from nbferry.agent.fingerprint import Unstable, fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.agent.pickling import STATE_POD
 from nbferry.storage import PodData, Store, StoreError
+from nbferry.storage.speed import observe
 from nbferry.v1 import manifest_pb2 as pb
 
 
@@ -40,10 +41,12 @@ class Captured:
     skipped: list[pb.SkippedVariable] = field(default_factory=list)
     modules: list[pb.ModuleBinding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. aliasing that could not be kept
+    seconds: float = 0.0  # pickling and fingerprinting everything
 
 
 def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = None) -> Captured:
     """Turn the user's variables into pods, module bindings and skip reasons."""
+    started = time.perf_counter()
     out = Captured()
     names = user_variables(user_ns, hidden)
     data: dict[str, Any] = {}
@@ -105,6 +108,7 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
             continue
         _add_pod(out, f"p{len(out.pods)}", together, enc, single)
     out.pods.append(_state_pod())
+    out.seconds = time.perf_counter() - started
     return out
 
 
@@ -123,6 +127,7 @@ def _add_pod(
     out.pods.append(PodData(pod_id, enc.header, enc.buffers, list(values), enc.serializer))
     size = len(enc.header) + sum(memoryview(b).nbytes for b in enc.buffers)
     for i, (name, value) in enumerate(values.items()):
+        started = time.perf_counter()
         try:
             digest = fingerprint(value, sets=single[name].has_sets)
         except Unstable:
@@ -130,7 +135,12 @@ def _add_pod(
         except Exception:  # stored by cloudpickle/dill: hash what was stored instead
             digest = single[name].digest()
         out.variables[name] = pb.VariableRef(
-            pod_id=pod_id, type_name=type_name(value), fingerprint=digest, size=0 if i else size
+            pod_id=pod_id,
+            type_name=type_name(value),
+            fingerprint=digest,
+            size=0 if i else size,
+            encode_seconds=0.0 if i else enc.seconds,
+            fingerprint_seconds=time.perf_counter() - started,
         )
 
 
@@ -201,6 +211,7 @@ def plan_checkpoint(
         inputs_on_target=inputs_on_target,
         store_all=store_all,
         already_stored=already,
+        capture_seconds=captured.seconds,
     )
 
 
@@ -266,6 +277,7 @@ def checkpoint(
         message=message,
         progress=progress,
     )
+    observe(store, written=result.raw_bytes, seconds=result.seconds)
     sizes = {}
     for pod in result.manifest.pods:
         buffers = [pod.header, *pod.buffers]

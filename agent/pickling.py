@@ -19,6 +19,7 @@ import functools
 import io
 import pickle
 import sys
+import time
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -209,6 +210,7 @@ class Encoded:
     # unique for the whole capture; a reused id would link unrelated variables.
     reached: dict[int, Any] = field(default_factory=dict)
     has_sets: bool = False  # reached a set or frozenset (see fingerprint(sets=...))
+    seconds: float = 0.0  # time spent pickling
 
     def digest(self) -> bytes:
         """Hash of the stored bytes (not canonical: see fingerprint.py)."""
@@ -323,6 +325,15 @@ def encode(
     dill for small objects. `by_value` stores this pod's own definitions by
     value (cloudpickle). Raises the first serializer's error when all fail.
     """
+    started = time.perf_counter()
+    encoded = _encode(value, definitions, views, by_value)
+    encoded.seconds = time.perf_counter() - started
+    return encoded
+
+
+def _encode(
+    value: dict[str, Any], definitions: dict[int, str], views: dict[int, Any], by_value: bool
+) -> Encoded:
     own = {id(v) for v in value.values()} if by_value else set()
     first_error: Exception | None = None
     attempts = [_cloud_pickler_class()] if by_value else [_StdPickler, _cloud_pickler_class()]

@@ -4,10 +4,18 @@ Pure like the planner: no IPython, no store I/O, so `nbferry plan CHECKPOINT`
 can run it on any host from a manifest. The cost model, in seconds:
 
 - storing a co-variable group costs its upload (size over the store's write
-  bandwidth plus request latency) plus `restore_weight` times its download;
-  a group whose every member has the fingerprint the parent checkpoint
-  stored costs no upload (its chunks are already in the store);
-- rerunning a cell costs `restore_weight` times its recorded runtime.
+  bandwidth plus request latency) plus `restore_weight` times its load
+  (download plus unpickling, estimated by the time pickling took); a group
+  whose every member has the fingerprint the parent checkpoint stored costs
+  no upload (its chunks are already in the store);
+- recomputing a value costs `restore_weight` times the runtime of the cells
+  rerun, plus verifying its fingerprint afterwards. Since every value is
+  either stored or recomputed, the verification is charged as a discount on
+  storing (never below zero), which keeps the cut a cut.
+
+Pickling and fingerprinting every value at checkpoint time is paid either way
+(the fingerprint is what verifies a recompute), so it is not part of the
+choice; it is part of the predicted checkpoint time.
 
 So the cut minimises checkpoint time + restore_weight x restore time: raise
 the weight to favour fast restores, lower it to favour fast checkpoints.
@@ -143,8 +151,8 @@ def variables_for_plan(
     speed: StoreSpeed,
     restore_weight: float,
     already_stored: Mapping[str, bytes] | None = None,
-) -> tuple[list[planner.Variable], dict[str, tuple[float, float]]]:
-    """Planner variables and, per group, its (upload, download) seconds.
+) -> tuple[list[planner.Variable], dict[str, tuple[float, float, float]]]:
+    """Planner variables and, per group, its (upload, load, verify) seconds.
 
     `already_stored` maps names to fingerprints whose pods the store already
     holds (the parent checkpoint's); such groups cost no upload.
@@ -156,19 +164,21 @@ def variables_for_plan(
         if name in unserializable:
             continue
         members.setdefault(ref.pod_id or f"~{name}", []).append(name)
-    costs: dict[str, tuple[float, float]] = {}
+    costs: dict[str, tuple[float, float, float]] = {}
     out: list[planner.Variable] = []
     for group, names in members.items():
-        size = sum(variables[n].size for n in names)
+        refs = [variables[n] for n in names]
+        size = sum(r.size for r in refs)
         fresh = any(
-            not variables[n].fingerprint or already_stored.get(n) != variables[n].fingerprint
-            for n in names
+            not r.fingerprint or already_stored.get(n) != r.fingerprint
+            for n, r in zip(names, refs, strict=True)
         )
         upload = speed.write_seconds(size) if fresh else 0.0
-        download = speed.read_seconds(size)
-        costs[group] = (upload, download)
-        cost = upload + restore_weight * download
-        if any(variables[n].type_name in _DEFINITIONS for n in names):
+        load = speed.read_seconds(size) + sum(r.encode_seconds for r in refs)
+        verify = sum(r.fingerprint_seconds for r in refs)
+        costs[group] = (upload, load, verify)
+        cost = upload + restore_weight * max(0.0, load - verify)
+        if any(r.type_name in _DEFINITIONS for r in refs):
             # Other pods refer to notebook functions and classes by name: always
             # store them, so loaded values find them.
             cost = 0.0
@@ -190,8 +200,13 @@ def plan_session(
     store_all: bool = False,
     already_stored: Mapping[str, bytes] | None = None,
     file_problem: Callable[[pb.SideEffect], str] | None = None,
+    capture_seconds: float = 0.0,
 ) -> Planned:
-    """Plan a checkpoint: which groups to store, which cells to rerun, predicted times."""
+    """Plan a checkpoint: which groups to store, which cells to rerun, predicted times.
+
+    `capture_seconds` (pickling and fingerprinting, already spent) is added to
+    the predicted checkpoint time.
+    """
     if restore_weight <= 0:
         raise ValueError("restore weight must be positive (1 weighs checkpoint and restore alike)")
     unserializable = list(unserializable)
@@ -216,8 +231,12 @@ def plan_session(
         group = ref.pod_id or f"~{name}"
         if name in stored and group not in planned.stored_groups:
             planned.stored_groups.add(group)
-            upload, download = costs[group]
+            upload, load, _ = costs[group]
             planned.predicted_checkpoint_seconds += upload
-            planned.predicted_restore_seconds += download
+            planned.predicted_restore_seconds += load
     planned.predicted_restore_seconds += sum(runtimes[i] for i in result.rerun_cells)
+    planned.predicted_restore_seconds += sum(
+        variables[n].fingerprint_seconds for n in result.recompute if n in variables
+    )
+    planned.predicted_checkpoint_seconds += capture_seconds
     return planned

@@ -22,6 +22,7 @@ from nbferry.agent import pickling
 from nbferry.agent.pickling import STATE_POD
 from nbferry.agent.rerun import recompute
 from nbferry.storage import CorruptCheckpointError, Store, StoreError
+from nbferry.storage.speed import observe
 from nbferry.v1 import manifest_pb2 as pb
 
 
@@ -156,10 +157,15 @@ def _read_pods(
     A damaged chunk fails only the pods that use it; their variables are then
     recomputed when their cells are safe to rerun.
     """
+    started = time.perf_counter()
     try:
-        return store.read_pods(manifest, progress=progress), {}
+        pods = store.read_pods(manifest, progress=progress)
     except CorruptCheckpointError:
         pass
+    else:
+        size = sum(b.size for p in manifest.pods for b in [p.header, *p.buffers])
+        observe(store, read=size, seconds=time.perf_counter() - started)
+        return pods, {}
     pods: dict[str, Any] = {}
     errors: dict[str, Exception] = {}
     for pod in manifest.pods:

@@ -2,7 +2,7 @@
 
 The planner weighs storing a value (bytes over this bandwidth, plus request
 latency) against rerunning the cells that made it. The probe writes and reads
-four 4 MiB incompressible chunks in parallel through the same code path pods
+four 4 MiB chunks (two random, two compressible) in parallel through the same code path pods
 use (hash, codec choice, upload; download, verify), plus one tiny object for
 latency, under `probe/` in the store, and deletes them. Results are cached per
 store URL for a week in the user's cache folder, so a checkpoint never pays
@@ -55,21 +55,15 @@ def cache_path() -> Path:
     return Path(os.environ.get("NBFERRY_SPEED_CACHE") or platformdirs.user_cache_path("nbferry"))
 
 
-def store_speed(store: Store, max_age: float = MAX_AGE, refresh: bool = False) -> StoreSpeed:
-    """The cached speed of `store`, measuring it when there is none or it is stale."""
-    path = cache_path() / "store-speed.json"
+def _load() -> dict:
     try:
-        cached = json.loads(path.read_text())
+        return json.loads((cache_path() / "store-speed.json").read_text())
     except (OSError, ValueError):
-        cached = {}
-    entry = cached.get(store.url)
-    if entry and not refresh and time.time() - entry.get("measured_at", 0) < max_age:
-        try:
-            return StoreSpeed(**entry)
-        except TypeError:
-            pass  # written by another version: measure again
-    speed = measure(store)
-    cached[store.url] = asdict(speed)
+        return {}
+
+
+def _save(cached: dict) -> None:
+    path = cache_path() / "store-speed.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -77,7 +71,43 @@ def store_speed(store: Store, max_age: float = MAX_AGE, refresh: bool = False) -
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home still plans, it just measures again next time
+
+
+def store_speed(store: Store, max_age: float = MAX_AGE, refresh: bool = False) -> StoreSpeed:
+    """The cached speed of `store`, measuring it when there is none or it is stale."""
+    entry = _load().get(store.url)
+    if entry and not refresh and time.time() - entry.get("measured_at", 0) < max_age:
+        try:
+            return StoreSpeed(**entry)
+        except TypeError:
+            pass  # written by another version: measure again
+    speed = measure(store)
+    cached = _load()
+    cached[store.url] = asdict(speed)
+    _save(cached)
     return speed
+
+
+OBSERVE_MIN_BYTES = 16 << 20
+
+
+def observe(store: Store, *, written: int = 0, read: int = 0, seconds: float) -> None:
+    """Blend a real checkpoint's (or restore's) throughput into the cached speed.
+
+    The probe moves 16 MiB; a checkpoint of gigabytes meets disk flushes,
+    memory pressure and compression the probe never sees. Half-and-half
+    blending lets real work correct the estimate within a few checkpoints.
+    """
+    moved = written or read
+    if moved < OBSERVE_MIN_BYTES or seconds <= 0:
+        return
+    cached = _load()
+    entry = cached.get(store.url)
+    if not entry:
+        return
+    key = "write_bytes_per_second" if written else "read_bytes_per_second"
+    entry[key] = (entry[key] + moved / seconds) / 2
+    _save(cached)
 
 
 def measure(store: Store) -> StoreSpeed:
@@ -85,7 +115,10 @@ def measure(store: Store) -> StoreSpeed:
     backend = store.backend
     backend.prepare_write()
     prefix = f"probe/{new_checkpoint_id()}"
-    data = [os.urandom(ck.DEFAULT_CHUNK_SIZE) for _ in range(_PROBE_CHUNKS)]
+    # Half random (stored raw), half low-entropy (compressed): both code paths.
+    size = ck.DEFAULT_CHUNK_SIZE
+    ramp = bytes(range(256)) * (size // 256)
+    data = [os.urandom(size) if i % 2 else ramp for i in range(_PROBE_CHUNKS)]
     keys = [f"{prefix}-{i}" for i in range(_PROBE_CHUNKS)]
 
     def write(i: int) -> None:

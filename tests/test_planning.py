@@ -200,9 +200,22 @@ def test_at_restore_file_problems_mark_cells_unsafe_and_name_the_path(tmp_path: 
 
 def test_each_group_costs_its_upload_plus_weighted_download() -> None:
     pv, costs = planning.variables_for_plan({"x": V(200 * MB)}, [], SPEED, 3.0)
-    assert list(costs) == ["~x"] and costs["~x"] == pytest.approx((2.0, 2.0))
+    assert list(costs) == ["~x"] and costs["~x"] == pytest.approx((2.0, 2.0, 0.0))
     (var,) = pv
     assert var.name == "x" and var.store_cost == pytest.approx(2.0 + 3 * 2.0) and var.group == ""
+
+
+def test_unpickling_counts_as_load_and_verification_as_a_discount() -> None:
+    ref = V(200 * MB)
+    ref.encode_seconds = 1.5  # an object-heavy value: slow to unpickle
+    ref.fingerprint_seconds = 0.5  # what a recompute pays to verify it
+    pv, costs = planning.variables_for_plan({"x": ref}, [], SPEED, 1.0)
+    assert costs["~x"] == pytest.approx((2.0, 3.5, 0.5))
+    assert pv[0].store_cost == pytest.approx(2.0 + 3.5 - 0.5)
+    # Verification dearer than loading: storing costs no less than its upload.
+    ref.fingerprint_seconds = 10.0
+    pv, _ = planning.variables_for_plan({"x": ref}, [], SPEED, 1.0)
+    assert pv[0].store_cost == pytest.approx(2.0)
 
 
 def test_co_variables_cost_once_and_are_tied() -> None:
@@ -210,7 +223,7 @@ def test_co_variables_cost_once_and_are_tied() -> None:
     variables = {"model": V(300 * MB, "p1"), "opt": V(0, "p1"), "solo": V(MB)}
     pv, costs = planning.variables_for_plan(variables, [], SPEED, 1.0)
     assert set(costs) == {"p1", "~solo"}
-    assert costs["p1"] == pytest.approx((3.0, 3.0))
+    assert costs["p1"] == pytest.approx((3.0, 3.0, 0.0))
     by_name = {v.name: v for v in pv}
     assert by_name["model"].group == by_name["opt"].group == "p1"
     assert by_name["solo"].group == ""

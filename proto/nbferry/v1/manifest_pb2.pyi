@@ -118,18 +118,22 @@ class Producer(_message.Message):
     def __init__(self, nbferry_version: _Optional[str] = ..., python_version: _Optional[str] = ..., platform: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
 
 class VariableRef(_message.Message):
-    __slots__ = ("pod_id", "type_name", "fingerprint", "size", "unserializable")
+    __slots__ = ("pod_id", "type_name", "fingerprint", "size", "unserializable", "encode_seconds", "fingerprint_seconds")
     POD_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     UNSERIALIZABLE_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     pod_id: str
     type_name: str
     fingerprint: bytes
     size: int
     unserializable: bool
-    def __init__(self, pod_id: _Optional[str] = ..., type_name: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., size: _Optional[int] = ..., unserializable: _Optional[bool] = ...) -> None: ...
+    encode_seconds: float
+    fingerprint_seconds: float
+    def __init__(self, pod_id: _Optional[str] = ..., type_name: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., size: _Optional[int] = ..., unserializable: _Optional[bool] = ..., encode_seconds: _Optional[float] = ..., fingerprint_seconds: _Optional[float] = ...) -> None: ...
 
 class SkippedVariable(_message.Message):
     __slots__ = ("name", "type_name", "reason")
