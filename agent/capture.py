@@ -188,7 +188,7 @@ def plan_checkpoint(
 ) -> planning.Planned:
     """Plan what to store and what to recompute, with this store's measured speed."""
     from nbferry.agent.recorder import recorder_of
-    from nbferry.storage.speed import store_speed
+    from nbferry.storage.speed import cached_speed, store_speed
 
     parent = store.latest(session_id)
     already: dict[str, bytes] = {}
@@ -206,7 +206,8 @@ def plan_checkpoint(
         captured.variables,
         [s.name for s in captured.skipped],
         recorder_of(shell).history(),
-        store_speed(store),
+        # Storing everything needs no measurement: any figure will do for predictions.
+        (cached_speed(store) or planning.DEFAULT_SPEED) if store_all else store_speed(store),
         restore_weight=restore_weight,
         inputs_on_target=inputs_on_target,
         store_all=store_all,

@@ -4,9 +4,10 @@ The planner weighs storing a value (bytes over this bandwidth, plus request
 latency) against rerunning the cells that made it. The probe writes and reads
 four 4 MiB chunks (two random, two compressible) in parallel through the same code path pods
 use (hash, codec choice, upload; download, verify), plus one tiny object for
-latency, under `probe/` in the store, and deletes them. Results are cached per
-store URL for a week in the user's cache folder, so a checkpoint never pays
-for the probe twice.
+latency, under `probe/` in the store, and deletes them. Results are cached for
+a week in the user's cache folder, per disk for local folders and per bucket
+for S3, so a checkpoint never pays for the probe twice; real checkpoints and
+restores then refine them (`observe`).
 """
 
 from __future__ import annotations
@@ -73,17 +74,47 @@ def _save(cached: dict) -> None:
         pass  # a read-only home still plans, it just measures again next time
 
 
-def store_speed(store: Store, max_age: float = MAX_AGE, refresh: bool = False) -> StoreSpeed:
-    """The cached speed of `store`, measuring it when there is none or it is stale."""
-    entry = _load().get(store.url)
-    if entry and not refresh and time.time() - entry.get("measured_at", 0) < max_age:
+def speed_key(store: Store) -> str:
+    """What a speed belongs to: the disk for local folders, the bucket for S3, else the URL.
+
+    Folders on one disk move bytes alike, so a new folder starts from what the
+    disk's earlier checkpoints taught.
+    """
+    backend = store.backend
+    if backend.local:
+        path = backend.root
+        while path and not os.path.exists(path):
+            path = os.path.dirname(path)
+        try:
+            return f"file:device={os.stat(path or '/').st_dev}"
+        except OSError:
+            return store.url
+    if backend.s3:
+        bucket = backend.root.split("/", 1)[0]
+        endpoint = (getattr(backend.fs, "client_kwargs", None) or {}).get("endpoint_url")
+        return f"s3://{bucket}@{endpoint or 'aws'}"
+    return store.url
+
+
+def cached_speed(store: Store, max_age: float = MAX_AGE) -> StoreSpeed | None:
+    """The cached speed of `store`, or None when there is none or it is stale."""
+    entry = _load().get(speed_key(store))
+    if entry and time.time() - entry.get("measured_at", 0) < max_age:
         try:
             return StoreSpeed(**entry)
         except TypeError:
-            pass  # written by another version: measure again
+            pass  # written by another version
+    return None
+
+
+def store_speed(store: Store, max_age: float = MAX_AGE, refresh: bool = False) -> StoreSpeed:
+    """The cached speed of `store`, measuring it when there is none or it is stale."""
+    cached = None if refresh else cached_speed(store, max_age)
+    if cached is not None:
+        return cached
     speed = measure(store)
     cached = _load()
-    cached[store.url] = asdict(speed)
+    cached[speed_key(store)] = asdict(speed)
     _save(cached)
     return speed
 
@@ -102,7 +133,7 @@ def observe(store: Store, *, written: int = 0, read: int = 0, seconds: float) ->
     if moved < OBSERVE_MIN_BYTES or seconds <= 0:
         return
     cached = _load()
-    entry = cached.get(store.url)
+    entry = cached.get(speed_key(store))
     if not entry:
         return
     key = "write_bytes_per_second" if written else "read_bytes_per_second"

@@ -23,7 +23,7 @@ def test_probe_measures_and_leaves_nothing_behind(store: Store, cache: Path) -> 
     assert measured.write_bytes_per_second > 0 and measured.read_bytes_per_second > 0
     assert 0 <= measured.latency_seconds < 5
     assert store.backend.list("probe/") == []
-    assert json.loads(cache.read_text())[store.url]["measured_at"] == measured.measured_at
+    assert json.loads(cache.read_text())[sp.speed_key(store)]["measured_at"] == measured.measured_at
 
 
 def test_cached_speed_is_reused_until_stale(
@@ -34,7 +34,7 @@ def test_cached_speed_is_reused_until_stale(
     monkeypatch.setattr(sp, "measure", lambda store: calls.append(store) or first)
     assert sp.store_speed(file_store) == first and calls == []
     entry = json.loads(cache.read_text())
-    entry[file_store.url]["measured_at"] = time.time() - sp.MAX_AGE - 1
+    entry[sp.speed_key(file_store)]["measured_at"] = time.time() - sp.MAX_AGE - 1
     cache.write_text(json.dumps(entry))
     sp.store_speed(file_store)
     assert calls == [file_store]
@@ -50,3 +50,19 @@ def test_costs_grow_with_size_and_requests() -> None:
     speed = sp.StoreSpeed(100e6, 200e6, 0.01)
     assert speed.write_seconds(100_000_000) == pytest.approx(1 + 0.01 * 100e6 / (4 << 20))
     assert speed.read_seconds(0) == pytest.approx(0.01 / 32)
+
+
+def test_folders_on_one_disk_share_a_speed(tmp_path: Path, s3_store: Store) -> None:
+    a = Store((tmp_path / "a").as_uri())
+    b = Store((tmp_path / "b" / "not-yet").as_uri())
+    assert sp.speed_key(a) == sp.speed_key(b) and sp.speed_key(a).startswith("file:device=")
+    assert sp.speed_key(s3_store).startswith("s3://") and "127.0.0.1" in sp.speed_key(s3_store)
+
+
+def test_real_transfers_refine_the_cached_speed(file_store: Store, cache: Path) -> None:
+    first = sp.store_speed(file_store)
+    sp.observe(file_store, written=1 << 20, seconds=100.0)  # too small to count
+    assert sp.store_speed(file_store) == first
+    sp.observe(file_store, written=64 << 20, seconds=1.0)
+    blended = sp.store_speed(file_store).write_bytes_per_second
+    assert blended == pytest.approx((first.write_bytes_per_second + (64 << 20)) / 2)
