@@ -22,15 +22,16 @@ test: $(VENV)/.installed lint proto-check
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	cd proto && ../$(VENV)/bin/buf lint
 
 # Regenerate the Python bindings for proto/ (commit the result).
 proto: $(VENV)/.installed
-	cd proto && ../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. $(PROTOS:proto/%=%)
+	cd proto && ../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS:proto/%=%)
 
 # Fails when the committed generated code differs from what `make proto` makes.
 proto-check: $(VENV)/.installed
 	rm -rf build/proto-check && mkdir -p build/proto-check
-	cd proto && ../$(PY) -m grpc_tools.protoc -I. --python_out=../build/proto-check --pyi_out=../build/proto-check $(PROTOS:proto/%=%)
+	cd proto && ../$(PY) -m grpc_tools.protoc -I. --python_out=../build/proto-check --pyi_out=../build/proto-check --grpc_python_out=../build/proto-check $(PROTOS:proto/%=%)
 	diff -r -x '*.proto' -x '__init__.py' -x '__pycache__' proto/nbferry build/proto-check/nbferry \
 	  || (echo "generated code in proto/ is stale: run 'make proto' and commit" >&2; exit 1)
 

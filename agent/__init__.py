@@ -7,6 +7,8 @@ first used, so the extension adds little to kernel start-up.
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 
@@ -16,11 +18,25 @@ def load_ipython_extension(ipython: Any) -> None:
 
     ipython.register_magics(NbferryMagics)
     attach(ipython)  # records every later cell: what it read, wrote and cost
+    if getattr(ipython, "kernel", None) is not None:
+        # The gRPC endpoint (AgentService); grpc's import takes ~80 ms, so not here.
+        threading.Thread(target=_start_service, args=(ipython,), daemon=True).start()
+
+
+def _start_service(ipython: Any) -> None:
+    from nbferry.agent import service
+
+    try:
+        service.start(ipython)
+    except Exception as exc:  # the magics still work without the endpoint
+        print(f"nbferry: agent service not started: {exc}", file=sys.stderr)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     from nbferry.agent.recorder import detach
 
     detach(ipython)
+    if "nbferry.agent.service" in sys.modules:
+        sys.modules["nbferry.agent.service"].stop()
     ipython.magics_manager.registry.pop("NbferryMagics", None)
     ipython.magics_manager.magics["line"].pop("nbferry", None)

@@ -66,3 +66,21 @@ def distribution_of(module_name: str) -> tuple[str, str]:
 
 def is_module(value: Any) -> bool:
     return isinstance(value, types.ModuleType)
+
+
+def size_of(value: Any) -> int:
+    """A cheap in-memory size: array and frame buffers, else the object itself."""
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    usage = getattr(value, "memory_usage", None)
+    if callable(usage) and type(value).__module__.startswith("pandas"):
+        try:
+            total = usage(deep=False)
+            return int(total.sum()) if hasattr(total, "sum") else int(total)
+        except Exception:
+            pass
+    try:
+        return sys.getsizeof(value)
+    except Exception:
+        return 0

@@ -146,7 +146,9 @@ def find_connection_file(ref: str) -> Path:
         return path
     runtime = Path(jupyter_runtime_dir())
     found = sorted(
-        p for p in runtime.glob("kernel-*.json") if p.stem.removeprefix("kernel-").startswith(ref)
+        p
+        for p in runtime.glob("kernel-*.json")
+        if p.stem.removeprefix("kernel-").startswith(ref) and "." not in p.stem  # not *.nbferry
     )
     if len(found) == 1:
         return found[0]
