@@ -11,12 +11,13 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbferry.agent import pickling, planning
 from nbferry.agent.covariables import group
-from nbferry.agent.fingerprint import Unstable, fingerprint
+from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.agent.pickling import STATE_POD
 from nbferry.storage import PodData, Store, StoreError
@@ -41,7 +42,9 @@ class Captured:
     skipped: list[pb.SkippedVariable] = field(default_factory=list)
     modules: list[pb.ModuleBinding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. aliasing that could not be kept
-    seconds: float = 0.0  # pickling and fingerprinting everything
+    seconds: float = 0.0  # pickling everything
+    values: dict[str, Any] = field(default_factory=dict, repr=False)  # name -> the live value
+    has_sets: dict[str, bool] = field(default_factory=dict)  # see fingerprint(sets=...)
 
 
 def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = None) -> Captured:
@@ -126,22 +129,31 @@ def _add_pod(
 ) -> None:
     out.pods.append(PodData(pod_id, enc.header, enc.buffers, list(values), enc.serializer))
     size = len(enc.header) + sum(memoryview(b).nbytes for b in enc.buffers)
+    digest = enc.digest()
     for i, (name, value) in enumerate(values.items()):
-        started = time.perf_counter()
-        try:
-            digest = fingerprint(value, sets=single[name].has_sets)
-        except Unstable:
-            digest = b""  # no fingerprint means the same in another process: unverifiable
-        except Exception:  # stored by cloudpickle/dill: hash what was stored instead
-            digest = single[name].digest()
+        out.values[name] = value
+        out.has_sets[name] = single[name].has_sets
         out.variables[name] = pb.VariableRef(
             pod_id=pod_id,
             type_name=type_name(value),
-            fingerprint=digest,
             size=0 if i else size,
             encode_seconds=0.0 if i else enc.seconds,
-            fingerprint_seconds=time.perf_counter() - started,
+            # Fingerprinting walks the value like pickling did: about as long.
+            fingerprint_seconds=0.0 if i else enc.seconds,
+            digest=digest,
         )
+
+
+def fingerprint_recomputed(captured: Captured, names: Iterable[str]) -> None:
+    """Canonical fingerprints for the values a restore will recompute and verify."""
+    for name in names:
+        ref = captured.variables.get(name)
+        if ref is None or name not in captured.values:
+            continue
+        try:
+            ref.fingerprint = fingerprint(captured.values[name], sets=captured.has_sets[name])
+        except Exception:  # Unstable (matplotlib) or unpicklable: restore cannot verify it
+            ref.fingerprint = b""
 
 
 def _skip(name: str, value: Any, exc: Exception) -> pb.SkippedVariable:
@@ -200,7 +212,7 @@ def plan_checkpoint(
         if manifest is not None:
             stored_pods = {p.id for p in manifest.pods}
             already = {
-                n: r.fingerprint for n, r in manifest.variables.items() if r.pod_id in stored_pods
+                n: r.digest for n, r in manifest.variables.items() if r.pod_id in stored_pods
             }
     return planning.plan_session(
         captured.variables,
@@ -254,6 +266,7 @@ def checkpoint(
             + "\nDelete them, make them picklable, or pass --allow-loss to checkpoint without them."
         )
     recomputed = set(planned.plan.recompute)
+    fingerprint_recomputed(captured, recomputed)
     skipped = [s for s in captured.skipped if s.name not in recomputed]
     for s in skipped:
         if s.name in infeasible:

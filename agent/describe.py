@@ -11,6 +11,7 @@ from typing import Any
 
 from nbferry.agent import pickling
 from nbferry.agent.capture import capture_namespace, type_name
+from nbferry.agent.fingerprint import fingerprint as _fingerprint
 from nbferry.agent.namespace import is_module, user_variables
 
 _repr = reprlib.Repr()
@@ -28,7 +29,10 @@ def describe(
             summary, fingerprint = f"module {value.__name__}", value.__name__
         elif name in captured.variables:
             summary = _short(value)
-            fingerprint = captured.variables[name].fingerprint.hex()[:16]
+            try:
+                fingerprint = _fingerprint(value, sets=True).hex()[:16]
+            except Exception:  # matplotlib artists and the like: what was stored
+                fingerprint = captured.variables[name].digest.hex()[:16]
         else:
             summary, fingerprint = _short(value), f"not stored: {skipped.get(name, '?')[:60]}"
         out[name] = {"type": type_name(value), "summary": summary, "fingerprint": fingerprint}

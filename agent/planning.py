@@ -6,16 +6,17 @@ can run it on any host from a manifest. The cost model, in seconds:
 - storing a co-variable group costs its upload (size over the store's write
   bandwidth plus request latency) plus `restore_weight` times its load
   (download plus unpickling, estimated by the time pickling took); a group
-  whose every member has the fingerprint the parent checkpoint stored costs
+  whose every member has the pod digest the parent checkpoint stored costs
   no upload (its chunks are already in the store);
 - recomputing a value costs `restore_weight` times the runtime of the cells
   rerun, plus verifying its fingerprint afterwards. Since every value is
   either stored or recomputed, the verification is charged as a discount on
   storing (never below zero), which keeps the cut a cut.
 
-Pickling and fingerprinting every value at checkpoint time is paid either way
-(the fingerprint is what verifies a recompute), so it is not part of the
-choice; it is part of the predicted checkpoint time.
+Pickling every value at checkpoint time is paid either way (it finds the
+co-variables and the sizes), so it is not part of the choice; it is part of
+the predicted checkpoint time. Recomputed values are fingerprinted at
+checkpoint time too, which the verification estimate covers.
 
 So the cut minimises checkpoint time + restore_weight x restore time: raise
 the weight to favour fast restores, lower it to favour fast checkpoints.
@@ -154,8 +155,8 @@ def variables_for_plan(
 ) -> tuple[list[planner.Variable], dict[str, tuple[float, float, float]]]:
     """Planner variables and, per group, its (upload, load, verify) seconds.
 
-    `already_stored` maps names to fingerprints whose pods the store already
-    holds (the parent checkpoint's); such groups cost no upload.
+    `already_stored` maps names to pod digests the store already holds (the
+    parent checkpoint's); such groups cost no upload.
     """
     already_stored = already_stored or {}
     unserializable = set(unserializable) | {n for n, r in variables.items() if r.unserializable}
@@ -170,7 +171,7 @@ def variables_for_plan(
         refs = [variables[n] for n in names]
         size = sum(r.size for r in refs)
         fresh = any(
-            not r.fingerprint or already_stored.get(n) != r.fingerprint
+            not r.digest or already_stored.get(n) != r.digest
             for n, r in zip(names, refs, strict=True)
         )
         upload = speed.write_seconds(size) if fresh else 0.0

@@ -172,7 +172,7 @@ def _plan_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         inputs_on_target=args.inputs_on_target,
         store_all=args.store_all,
         already_stored={
-            n: r.fingerprint for n, r in manifest.variables.items() if r.pod_id in stored_pods
+            n: r.digest for n, r in manifest.variables.items() if r.pod_id in stored_pods
         },
         file_problem=planning.file_problem_here if args.here else None,
     )

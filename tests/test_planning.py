@@ -47,7 +47,7 @@ def H(*cells: pb.CellExecution) -> pb.History:
 
 
 def V(size: int, pod: str = "", type_name: str = "dict", fp: bytes = b"") -> pb.VariableRef:
-    return pb.VariableRef(pod_id=pod, type_name=type_name, fingerprint=fp, size=size)
+    return pb.VariableRef(pod_id=pod, type_name=type_name, digest=fp, size=size)
 
 
 def read_effect(path: str, size: int = 0) -> pb.SideEffect:
@@ -252,7 +252,7 @@ def test_a_stored_group_is_predicted_once() -> None:
     assert p.predicted_restore_seconds == pytest.approx(1.0)
 
 
-def test_an_already_stored_fingerprint_costs_no_upload() -> None:
+def test_an_already_stored_pod_digest_costs_no_upload() -> None:
     hist = H(C(0, 500.0, writes="table"))
     variables = {"table": V(400 * MB, fp=b"\x01" * 16)}
     fresh = planning.plan_session(variables, [], hist, SPEED)

@@ -118,7 +118,7 @@ class Producer(_message.Message):
     def __init__(self, nbferry_version: _Optional[str] = ..., python_version: _Optional[str] = ..., platform: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
 
 class VariableRef(_message.Message):
-    __slots__ = ("pod_id", "type_name", "fingerprint", "size", "unserializable", "encode_seconds", "fingerprint_seconds")
+    __slots__ = ("pod_id", "type_name", "fingerprint", "size", "unserializable", "encode_seconds", "fingerprint_seconds", "digest")
     POD_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class VariableRef(_message.Message):
     UNSERIALIZABLE_FIELD_NUMBER: _ClassVar[int]
     ENCODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     pod_id: str
     type_name: str
     fingerprint: bytes
@@ -133,7 +134,8 @@ class VariableRef(_message.Message):
     unserializable: bool
     encode_seconds: float
     fingerprint_seconds: float
-    def __init__(self, pod_id: _Optional[str] = ..., type_name: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., size: _Optional[int] = ..., unserializable: _Optional[bool] = ..., encode_seconds: _Optional[float] = ..., fingerprint_seconds: _Optional[float] = ...) -> None: ...
+    digest: bytes
+    def __init__(self, pod_id: _Optional[str] = ..., type_name: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., size: _Optional[int] = ..., unserializable: _Optional[bool] = ..., encode_seconds: _Optional[float] = ..., fingerprint_seconds: _Optional[float] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class SkippedVariable(_message.Message):
     __slots__ = ("name", "type_name", "reason")
