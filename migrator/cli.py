@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -185,6 +186,283 @@ def _plan_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+# -- control plane: kernels, checkpoint, restore, migrate, serve -------------------
+
+
+def _token(args: argparse.Namespace) -> str:
+    if getattr(args, "token_file", None):
+        with open(args.token_file) as f:
+            return f.read().strip()
+    return os.environ.get("NBFERRY_TOKEN", "")
+
+
+def _migrator(args: argparse.Namespace) -> Any:
+    from nbferry.migrator.service import MigratorClient
+
+    def read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return MigratorClient(
+        args.to,
+        _token(args),
+        ca=read(args.tls_ca),
+        cert=read(args.tls_cert),
+        key=read(args.tls_key),
+    )
+
+
+def _progress(label: str) -> Callable[[Any], None]:
+    from nbferry.migrator.progress import Progress
+
+    bar = Progress(label)
+
+    def show(event: Any) -> None:
+        if event.total_bytes:
+            bar(event.done_bytes, event.total_bytes)
+
+    return show
+
+
+def _plan_options(args: argparse.Namespace) -> Any:
+    from nbferry.v1 import agent_pb2 as apb
+
+    return apb.PlanOptions(
+        store_url=args.store or "",
+        session_id=args.session or "",
+        restore_weight=args.restore_weight,
+        inputs_on_target=args.inputs_on_target,
+        store_all=args.store_all,
+    )
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    from nbferry.migrator.agents import AgentClient, running_agents
+
+    rows = []
+    for info in running_agents():
+        row: dict[str, Any] = {
+            "kernel_id": info.kernel_id,
+            "pid": info.pid,
+            "connection_file": info.connection_file,
+        }
+        try:
+            with AgentClient(info.address, info.token) as agent:
+                d = agent.describe(timeout=3)
+            row.update(
+                session_id=d.session_id,
+                variables=len(d.variables),
+                history=d.history_length,
+                busy=d.busy,
+                cwd=d.cwd,
+            )
+        except Exception as exc:  # a kernel that died without cleaning up
+            row["error"] = f"not answering: {type(exc).__name__}"
+        rows.append(row)
+    if args.json:
+        _print_json({"kernels": rows})
+        return EXIT_OK
+    if not rows:
+        print("no local kernels run the nbferry agent (load it: %load_ext nbferry.agent)")
+        return EXIT_OK
+    print(
+        table(
+            [
+                (
+                    r["kernel_id"],
+                    str(r["pid"]),
+                    r.get("session_id", "-"),
+                    str(r.get("variables", "-")),
+                    "busy" if r.get("busy") else r.get("error", "idle"),
+                    r.get("cwd", ""),
+                )
+                for r in rows
+            ],
+            ("KERNEL", "PID", "SESSION", "VARS", "STATE", "CWD"),
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from nbferry.agent.report import render_checkpoint
+    from nbferry.migrator.agents import AgentClient, result_of
+    from nbferry.v1 import agent_pb2 as apb
+
+    request = apb.CheckpointRequest(
+        options=_plan_options(args),
+        message=args.message,
+        allow_loss=args.allow_loss,
+        interrupt=args.interrupt,
+    )
+    with AgentClient.for_kernel(args.kernel) as agent:
+        result = result_of(agent.checkpoint(request, timeout=args.timeout), _progress("upload"))
+    report = json.loads(result.report_json)
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_checkpoint(report))
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from nbferry.agent.report import render_restore
+    from nbferry.migrator.agents import AgentClient, result_of
+    from nbferry.v1 import agent_pb2 as apb
+    from nbferry.v1 import migrator_pb2 as mpb
+
+    targets = [bool(args.kernel), args.new_kernel, bool(args.to)]
+    if sum(targets) != 1:
+        raise ValueError("say where to restore: --kernel K, --new-kernel or --to HOST:PORT")
+    where: dict[str, Any] = {}
+    if args.kernel:
+        request = apb.RestoreRequest(
+            store_url=args.store or "", checkpoint=args.checkpoint, session_id=args.session or ""
+        )
+        with AgentClient.for_kernel(args.kernel) as agent:
+            result = result_of(agent.restore(request, timeout=args.timeout), _progress("load"))
+        where = {"kernel_id": args.kernel}
+    elif args.new_kernel:
+        from nbferry.migrator.launch import restore_into_new_kernel
+
+        request = apb.RestoreRequest(
+            store_url=args.store or "", checkpoint=args.checkpoint, session_id=args.session or ""
+        )
+        kernel, result = restore_into_new_kernel(os.getcwd(), request, _progress("load"))
+        where = {"kernel_id": kernel.kernel_id, "connection_file": kernel.connection_file}
+    else:
+        request = mpb.RestoreCheckpointRequest(
+            store_url=args.store or "", checkpoint=args.checkpoint, session_id=args.session or ""
+        )
+        with _migrator(args) as target:
+            restored = result_of(target.restore_checkpoint(request, timeout=args.timeout))
+        result = restored.report
+        where = {
+            "kernel_id": restored.kernel_id,
+            "connection_file": restored.connection_file,
+            "host": restored.host,
+        }
+    report = {**json.loads(result.report_json), **where}
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_restore(report))
+        if "connection_file" in where:
+            print(_attach_hint(where))
+    return EXIT_OK if not report["lost"] and not report["differs"] else EXIT_FAILED
+
+
+def _attach_hint(where: dict[str, Any]) -> str:
+    host = f" on {where['host']}" if where.get("host") else ""
+    return (
+        f"session now runs in kernel {where['kernel_id']}{host}; attach with:\n"
+        f"  jupyter console --existing {where['connection_file']}"
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import time
+
+    from nbferry.migrator.agents import AgentClient, result_of
+    from nbferry.v1 import agent_pb2 as apb
+    from nbferry.v1 import migrator_pb2 as mpb
+
+    started = time.perf_counter()
+    request = apb.CheckpointRequest(
+        options=_plan_options(args),
+        message=args.message or "nbferry migrate",
+        allow_loss=args.allow_loss,
+        interrupt=args.interrupt,
+    )
+    with AgentClient.for_kernel(args.kernel) as agent:
+        checkpointed = result_of(
+            agent.checkpoint(request, timeout=args.timeout), _progress("upload")
+        )
+    with _migrator(args) as target:
+        restored = result_of(
+            target.restore_checkpoint(
+                mpb.RestoreCheckpointRequest(
+                    store_url=checkpointed.store_url, checkpoint=checkpointed.checkpoint_id
+                ),
+                timeout=args.timeout,
+            )
+        )
+    report = restored.report
+    out = {
+        "checkpoint_id": checkpointed.checkpoint_id,
+        "session_id": checkpointed.session_id,
+        "store": checkpointed.store_url,
+        "host": restored.host,
+        "kernel_id": restored.kernel_id,
+        "connection_file": restored.connection_file,
+        "connection_info": json.loads(restored.connection_info_json),
+        "loaded": list(report.loaded),
+        "recomputed": list(report.recomputed),
+        "differs": list(report.differs),
+        "lost": [{"name": k, "reason": v} for k, v in report.lost.items()],
+        "failed": [{"name": k, "reason": v} for k, v in report.failed.items()],
+        "bytes_uploaded": checkpointed.bytes_uploaded,
+        "checkpoint_seconds": round(checkpointed.seconds, 4),
+        "restore_seconds": round(restored.seconds, 4),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        print(
+            f"checkpoint {out['checkpoint_id']}: {human_size(out['bytes_uploaded'])} uploaded "
+            f"in {out['checkpoint_seconds']:.2f} s\n"
+            f"restored on {out['host']}: {len(out['loaded'])} loaded, "
+            f"{len(out['recomputed'])} recomputed, {len(out['differs'])} differ, "
+            f"{len(out['lost'])} lost ({out['restore_seconds']:.2f} s; "
+            f"{out['seconds']:.2f} s in all)"
+        )
+        for item in out["lost"]:
+            print(f"  LOST {item['name']}: {item['reason']}")
+        print(_attach_hint(out))
+    return EXIT_OK if not out["lost"] and not out["differs"] else EXIT_FAILED
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nbferry.migrator.service import serve
+
+    token = _token(args)
+    if not token:
+        raise ValueError(
+            "the migrator needs a token: --token-file FILE or $NBFERRY_TOKEN "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE)"
+        )
+
+    def read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    store_url = args.store or default_store_url()
+    open_store(store_url, parse_options(args.store_option))  # a bad URL fails here, not per call
+
+    def ready(address: str) -> None:
+        print(json.dumps({"listening": address, "store": store_url}), flush=True)
+
+    serve(
+        args.listen,
+        store_url,
+        token,
+        workdir=args.workdir,
+        tls_cert=read(args.tls_cert),
+        tls_key=read(args.tls_key),
+        tls_client_ca=read(args.tls_client_ca),
+        grace=args.grace,
+        ready=ready,
+    )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from nbferry.migrator.demo import render, run_demo
 
@@ -286,6 +564,83 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("kernels", help="local kernels that run the nbferry agent")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=cmd_kernels)
+
+    def kernel_arg(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument(
+            "--kernel",
+            metavar="K",
+            required=required,
+            help="kernel id, unique prefix of one, or connection file",
+        )
+
+    def plan_knobs(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--restore-weight", type=float, default=1.0)
+        p.add_argument("--inputs-on-target", action="store_true")
+        p.add_argument("--store-all", action="store_true")
+        p.add_argument("--allow-loss", action="store_true")
+        p.add_argument("-m", "--message", default="")
+        p.add_argument(
+            "--interrupt",
+            action="store_true",
+            help="interrupt a running cell instead of waiting for it",
+        )
+
+    def remote_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--token-file", help="migrator token (default: $NBFERRY_TOKEN)")
+        p.add_argument("--tls-ca", help="CA bundle that signed the migrator's certificate")
+        p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
+        p.add_argument("--tls-key", help="client key (mutual TLS)")
+
+    def timeout_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
+
+    p = sub.add_parser("checkpoint", help="checkpoint a running kernel through its agent")
+    kernel_arg(p, True)
+    p.add_argument("--session", metavar="ID")
+    plan_knobs(p)
+    timeout_arg(p)
+    _store_args(p)
+    p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser(
+        "restore", help="restore a checkpoint into a kernel, a new kernel, or through a migrator"
+    )
+    p.add_argument("checkpoint", help="checkpoint id, unique prefix, or 'latest'")
+    p.add_argument("--session", metavar="ID")
+    kernel_arg(p, False)
+    p.add_argument("--new-kernel", action="store_true", help="start a kernel here for it")
+    p.add_argument("--to", metavar="HOST:PORT", help="a migrator (nbferry serve) to restore on")
+    remote_args(p)
+    timeout_arg(p)
+    _store_args(p)
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser(
+        "migrate", help="checkpoint a local kernel and restore it through a migrator elsewhere"
+    )
+    kernel_arg(p, True)
+    p.add_argument("--to", metavar="HOST:PORT", required=True, help="target migrator")
+    p.add_argument("--session", metavar="ID")
+    plan_knobs(p)
+    remote_args(p)
+    timeout_arg(p)
+    _store_args(p)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("serve", help="run a migrator: restore checkpoints into kernels here")
+    p.add_argument("--listen", default="127.0.0.1:7878", metavar="HOST:PORT")
+    p.add_argument("--token-file", help="bearer token clients must send (default: $NBFERRY_TOKEN)")
+    p.add_argument("--tls-cert", help="server certificate (PEM)")
+    p.add_argument("--tls-key", help="server key (PEM)")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    p.add_argument("--workdir", help="working directory of new kernels (default: here)")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds to finish calls on stop")
+    _store_args(p)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser(
         "demo", help="run a sample notebook in a kernel and move its session to a fresh kernel"
     )
@@ -303,6 +658,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, KernelError) as exc:
         print(f"nbferry: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        if type(exc).__module__.startswith("grpc"):  # grpc.RpcError subclasses
+            code = getattr(exc, "code", lambda: None)()
+            message = str(exc)
+            details = getattr(exc, "details", lambda: message)()
+            print(f"nbferry: error: {getattr(code, 'name', 'RPC')}: {details}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
     except ValueError as exc:  # bad option values, session ids, ...
         print(f"nbferry: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

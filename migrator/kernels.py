@@ -25,12 +25,16 @@ class Kernel:
     km: KernelManager | None
 
     def __init__(
-        self, cwd: Path | str, env: dict[str, str] | None = None, timeout: float = 60
+        self,
+        cwd: Path | str,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        runtime_dir: Path | str | None = None,
     ) -> None:
         # IPC (Unix sockets in the runtime dir) rather than TCP on loopback: a
         # local kernel needs no network port, and nothing else can connect.
         # The socket path must be absolute: the kernel starts in another directory.
-        runtime = Path(jupyter_runtime_dir())
+        runtime = Path(runtime_dir or jupyter_runtime_dir())
         runtime.mkdir(parents=True, exist_ok=True)
         kernel_id = str(uuid.uuid4())
         socket_base = runtime / f"nbferry-{kernel_id[:12]}"

@@ -1,0 +1,144 @@
+"""Start a fresh kernel on this host with the agent loaded, and restore a checkpoint into it.
+
+Used by `nbferry restore --new-kernel` and by the MigratorService. Kernels are
+started independent of the process that asked (their own session; no parent
+polling), named like Jupyter's own (`kernel-<id>.json` in the runtime folder),
+so they outlive the CLI or migrator and `jupyter console --existing` attaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+from jupyter_core.paths import jupyter_runtime_dir
+
+from nbferry.migrator.agents import AgentClient, find_agent
+from nbferry.migrator.errors import KernelError
+from nbferry.v1 import agent_pb2 as apb
+
+
+@dataclass
+class NewKernel:
+    kernel_id: str
+    connection_file: str
+    pid: int
+    manager: KernelManager
+
+    def connection_info(self) -> dict[str, Any]:
+        return json.loads(Path(self.connection_file).read_text())
+
+    def kill(self) -> None:
+        """Stop the kernel and remove its files (used when a restore into it failed)."""
+        try:
+            self.manager.shutdown_kernel(now=True)
+        except Exception:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, 9)
+        conn = Path(self.connection_file)
+        for path in (conn, _discovery(self.connection_file), conn.with_suffix(".log")):
+            path.unlink(missing_ok=True)
+
+
+def _discovery(connection_file: str) -> Path:
+    from nbferry.agent.service import discovery_file
+
+    return discovery_file(connection_file)
+
+
+def start_kernel(
+    cwd: str | Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> NewKernel:
+    """A new python3 kernel in `cwd` with the nbferry agent loaded and serving."""
+    runtime = Path(jupyter_runtime_dir())
+    runtime.mkdir(parents=True, exist_ok=True)
+    kernel_id = str(uuid.uuid4())
+    manager = KernelManager(
+        kernel_name="python3",
+        connection_file=str(runtime / f"kernel-{kernel_id}.json"),
+    )
+    # The kernel outlives whoever started it, so it must not hold their stdout or
+    # stderr open: its own output goes to a log file beside its connection file.
+    log_path = runtime / f"kernel-{kernel_id}.log"
+    with open(log_path, "ab") as log:
+        manager.start_kernel(
+            cwd=str(cwd),
+            env={**os.environ, **(env or {})},
+            independent=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    kernel = NewKernel(kernel_id, manager.connection_file, manager.provisioner.pid, manager)
+    client = BlockingKernelClient(connection_file=manager.connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=timeout)
+        reply = client.execute_interactive("%load_ext nbferry.agent", timeout=timeout, silent=True)
+        if reply["content"].get("status") != "ok":
+            raise KernelError(f"loading the agent failed: {reply['content'].get('evalue')}")
+        _wait_for_agent(kernel_id, timeout)
+    except BaseException:
+        client.stop_channels()
+        kernel.kill()
+        raise
+    client.stop_channels()
+    return kernel
+
+
+def _wait_for_agent(kernel_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            find_agent(kernel_id)
+            return
+        except KernelError:
+            if time.monotonic() > deadline:
+                raise KernelError(
+                    f"kernel {kernel_id} started, but its agent never came up"
+                ) from None
+            time.sleep(0.05)
+
+
+def restore_into_new_kernel(
+    cwd: str | Path,
+    request: apb.RestoreRequest,
+    on_progress: Callable[[apb.Progress], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[NewKernel, apb.RestoreResult]:
+    """Start a kernel, restore into it; the kernel is removed again if the restore fails."""
+    if on_progress:
+        on_progress(apb.Progress(phase="starting kernel"))
+    kernel = start_kernel(cwd, env)
+    try:
+        info = find_agent(kernel.kernel_id)
+        with AgentClient(info.address, info.token) as agent:
+            result = None
+            for event in agent.restore(request):
+                if event.WhichOneof("event") == "progress":
+                    if on_progress:
+                        on_progress(event.progress)
+                else:
+                    result = event.result
+        if result is None:
+            raise KernelError("the agent ended the restore without a result")
+        return kernel, result
+    except BaseException:
+        kernel.kill()
+        raise
+
+
+def hostname() -> str:
+    return socket.gethostname()

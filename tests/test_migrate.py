@@ -1,0 +1,294 @@
+"""`nbferry migrate` between two "hosts": separate process trees with their own HOME,
+Jupyter runtime folder and working directory, sharing only a moto S3 server.
+
+Host A runs the source kernel and the CLI; host B runs `nbferry serve`. Every
+process is real: kernels via jupyter_client, gRPC over sockets, S3 over HTTP.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from jupyter_client.blocking import BlockingKernelClient
+
+from nbferry.migrator.kernels import Kernel
+from nbferry.migrator.service import MigratorClient
+from nbferry.v1 import migrator_pb2 as mpb
+
+NBFERRY = str(Path(sys.executable).with_name("nbferry"))
+TOKEN = "migrator-test-token"
+
+
+@dataclass
+class Host:
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def runtime(self) -> Path:
+        return Path(self.env["JUPYTER_RUNTIME_DIR"])
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    def nbferry(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [NBFERRY, *args],
+            env=self.env,
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def make_host(root: Path, s3_endpoint: str) -> Host:
+    for sub in ("home", "runtime", "work"):
+        (root / sub).mkdir(parents=True)
+    env = {
+        **os.environ,
+        "HOME": str(root / "home"),
+        "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+        "NBFERRY_S3_ENDPOINT_URL": s3_endpoint,
+        "NBFERRY_TOKEN": TOKEN,
+        "PYTHONHASHSEED": "0",
+    }
+    env.pop("NBFERRY_SPEED_CACHE", None)  # each host measures the store itself
+    return Host(root, env)
+
+
+class Migrator:
+    def __init__(self, host: Host, store: str) -> None:
+        self.host = host
+        self.proc = subprocess.Popen(
+            [NBFERRY, "serve", "--listen", "127.0.0.1:0", "--store", store,
+             "--workdir", str(host.work)],
+            env=host.env,
+            cwd=host.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"migrator did not start: {self.proc.stderr.read()}")
+        self.address = json.loads(line)["listening"]
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.stderr.read()
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> Iterator[tuple[Host, Host, str]]:
+    a = make_host(tmp_path / "A", s3_endpoint)
+    b = make_host(tmp_path / "B", s3_endpoint)
+    yield a, b, f"s3://{s3_bucket}/sessions"
+    for host in (a, b):  # kernels the migrator started outlive it by design: stop them
+        for conn in host.runtime.glob("kernel-*.json"):
+            if conn.name.endswith(".nbferry.json"):
+                continue
+            try:
+                pid = json.loads(conn.read_text()).get("pid")
+            except ValueError:
+                pid = None
+            _kill_kernel(conn, pid)
+
+
+def _kill_kernel(connection_file: Path, pid: int | None) -> None:
+    client = BlockingKernelClient(connection_file=str(connection_file))
+    try:
+        client.load_connection_file()
+        client.start_channels()
+        client.shutdown()
+        client.stop_channels()
+    except Exception:
+        pass
+
+
+def source_kernel(host: Host) -> Kernel:
+    kernel = Kernel(host.work, host.env, runtime_dir=host.runtime)
+    kernel.run("%load_ext nbferry.agent")
+    return kernel
+
+
+def kernel_value(connection_file: str, expr: str) -> object:
+    client = BlockingKernelClient(connection_file=connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=30)
+        code = f"__import__('json').dumps({expr})"
+        reply = client.execute_interactive("", user_expressions={"r": code}, timeout=60)
+        result = reply["content"]["user_expressions"]["r"]
+        assert result["status"] == "ok", result
+        return json.loads(ast.literal_eval(result["data"]["text/plain"]))
+    finally:
+        client.stop_channels()
+
+
+SESSION = [
+    "import numpy as np",
+    "big = np.zeros((4000, 1000))",  # cheap to recompute: rerun on B
+    "a = [1, 2, 3]\nb = [a, a]",  # aliasing that must survive
+    "total = sum(i % 7 for i in range(2_000_000))",  # slow: stored
+]
+
+
+def test_migrate_moves_a_session_to_another_host(hosts: tuple[Host, Host, str]) -> None:
+    a, b, store = hosts
+    migrator = Migrator(b, store)
+    try:
+        with source_kernel(a) as src:
+            for cell in SESSION:
+                src.run(cell)
+            out = a.nbferry(
+                "migrate", "--kernel", src.kernel_id[:8], "--to", migrator.address,
+                "--store", store, "--json",
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            moved = json.loads(out.stdout)
+            # The source keeps running, untouched.
+            assert src.value("[len(b), b[0] is a]") == [2, True]
+        assert {"checkpoint_id", "kernel_id", "connection_file", "loaded", "recomputed",
+                "failed", "seconds"} <= moved.keys()  # fmt: skip
+        assert "big" in moved["recomputed"] and "total" in moved["loaded"]
+        assert moved["failed"] == [] and moved["lost"] == []
+        conn = moved["connection_file"]
+        assert conn.startswith(str(b.runtime)) and Path(conn).exists()
+        got = kernel_value(conn, "[big.shape, float(big.sum()), b[0] is a is b[1], a, total]")
+        assert got == [[4000, 1000], 0.0, True, [1, 2, 3], sum(i % 7 for i in range(2_000_000))]
+    finally:
+        log = migrator.stop()
+    events = [json.loads(line)["msg"] for line in log.splitlines() if line.startswith("{")]
+    assert events[0] == "listening" and "restore done" in events and events[-1] == "stopped"
+
+
+def test_wrong_or_missing_token_is_rejected_and_nothing_starts(
+    hosts: tuple[Host, Host, str],
+) -> None:
+    a, b, store = hosts
+    migrator = Migrator(b, store)
+    try:
+        for token in ("", "wrong"):
+            with MigratorClient(migrator.address, token) as client:
+                with pytest.raises(grpc.RpcError) as err:
+                    list(client.restore_checkpoint(
+                        mpb.RestoreCheckpointRequest(checkpoint="latest", session_id="x"),
+                        timeout=30,
+                    ))  # fmt: skip
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert list(b.runtime.glob("kernel-*")) == []
+        # Health needs no token (probes), and says the service is up.
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(migrator.address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="nbferry.v1.MigratorService"), timeout=10
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        bad = a.nbferry("restore", "latest", "--session", "x", "--to", migrator.address,
+                        "--store", store)  # fmt: skip
+        bad_env = a.env.copy()
+        assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr, bad.stderr
+        bad_env["NBFERRY_TOKEN"] = "nope"
+        out = subprocess.run(
+            [NBFERRY, "restore", "latest", "--session", "x", "--to", migrator.address],
+            env=bad_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 1 and "UNAUTHENTICATED" in out.stderr
+    finally:
+        migrator.stop()
+
+
+def test_a_busy_kernel_fails_cleanly(hosts: tuple[Host, Host, str]) -> None:
+    a, b, store = hosts
+    migrator = Migrator(b, store)
+    try:
+        with source_kernel(a) as src:
+            src.run("x = 1")
+            src.kc.execute("import time\ntime.sleep(8)")
+            time.sleep(0.5)
+            out = a.nbferry(
+                "migrate", "--kernel", src.kernel_id, "--to", migrator.address,
+                "--store", store, "--timeout", "3",
+            )  # fmt: skip
+            assert out.returncode == 1 and "busy" in out.stderr, out.stderr
+        assert list(b.runtime.glob("kernel-*")) == []
+    finally:
+        migrator.stop()
+
+
+def test_a_target_without_a_needed_package_fails_and_the_source_is_untouched(
+    hosts: tuple[Host, Host, str],
+) -> None:
+    a, b, store = hosts
+    mods = a.root / "mods"
+    mods.mkdir()
+    (mods / "only_on_a.py").write_text("VALUE = 41\n")
+    migrator = Migrator(b, store)
+    try:
+        with source_kernel(a) as src:
+            src.run(f"import sys\nsys.path.insert(0, {str(mods)!r})\nimport only_on_a")
+            src.run("val = only_on_a.VALUE + 1")
+            shutil.rmtree(mods)  # host B cannot import it
+            out = a.nbferry(
+                "migrate", "--kernel", src.kernel_id, "--to", migrator.address, "--store", store,
+            )  # fmt: skip
+            assert out.returncode == 1
+            assert "only_on_a" in out.stderr and "pip install" in out.stderr, out.stderr
+            assert src.value("val") == 42
+        assert [p for p in b.runtime.glob("kernel-*.json")] == []  # the failed kernel is gone
+    finally:
+        migrator.stop()
+
+
+def test_a_migrator_killed_mid_restore_fails_clearly_and_a_retry_succeeds(
+    hosts: tuple[Host, Host, str],
+) -> None:
+    a, b, store = hosts
+    with source_kernel(a) as src:
+        src.run("xs = list(range(1000))")
+        out = a.nbferry("checkpoint", "--kernel", src.kernel_id, "--store", store,
+                        "--session", "kill", "--json")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        checkpoint_id = json.loads(out.stdout)["checkpoint_id"]
+    migrator = Migrator(b, store)
+    proc = subprocess.Popen(
+        [NBFERRY, "restore", checkpoint_id, "--to", migrator.address, "--store", store, "--json"],
+        env=a.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.7)  # the migrator is starting the new kernel
+    migrator.proc.kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "UNAVAILABLE" in err, err
+    migrator.stop()
+
+    again = Migrator(b, store)
+    try:
+        out = a.nbferry("restore", checkpoint_id, "--to", again.address, "--store", store,
+                        "--json")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        restored = json.loads(out.stdout)
+        assert "xs" in restored["loaded"] + restored["recomputed"]
+        assert kernel_value(restored["connection_file"], "len(xs)") == 1000
+    finally:
+        again.stop()
