@@ -1,21 +1,33 @@
-"""`nbferry demo`: run a sample notebook in one kernel, move its session to a fresh kernel.
+"""`nbferry demo`: run a sample notebook in a kernel, `migrate` it to a fresh kernel.
 
-Both kernels are real (jupyter_client), in different working directories;
-the session travels through the store. The table compares every variable's
-fingerprint in the two kernels.
+Everything is real: two migrators (`nbferry serve` processes on loopback
+ports, one token), a source kernel whose agent checkpoints through gRPC, and a
+target kernel the far migrator starts and restores into. The session travels
+through the store. The table compares every variable's fingerprint in the two
+kernels.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from nbferry.migrator.agents import find_agent
 from nbferry.migrator.kernels import Kernel, notebook_cells
 from nbferry.migrator.report import table
+from nbferry.migrator.service import MigratorClient
 from nbferry.storage import Store
+from nbferry.v1 import agent_pb2 as apb
+from nbferry.v1 import migrator_pb2 as mpb
 
 SAMPLE = Path(__file__).with_name("samples") / "sales.ipynb"
 DESCRIBE = (
@@ -26,36 +38,57 @@ DESCRIBE = (
 
 def run_demo(store: Store, log: Any = print) -> dict[str, Any]:
     session = f"demo-{getpass.getuser()}"
-    store_arg = f"--store {store.url}"
+    token = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="nbferry-demo-") as tmp:
         source_dir, target_dir = Path(tmp, "source"), Path(tmp, "target")
         source_dir.mkdir()
         target_dir.mkdir()
-        log(f"source kernel in {source_dir}: running {SAMPLE.name}")
-        with Kernel(source_dir) as source:
-            source.run("%load_ext nbferry.agent")
-            for cell in notebook_cells(SAMPLE):
-                source.run(cell)
-            before = source.value(DESCRIBE)
-            started = time.perf_counter()
-            source.run(f"_ferry = %nbferry checkpoint {store_arg} --session {session} -m demo")
-            checkpoint = source.value("dict(_ferry)")
-            checkpoint_wall = time.perf_counter() - started
-        log(f"checkpoint {checkpoint['checkpoint_id']} written to {store.url}")
-        log(f"target kernel in {target_dir}: restoring")
-        with Kernel(target_dir) as target:
-            target.run("%load_ext nbferry.agent")
-            started = time.perf_counter()
-            target.run(f"_ferry = %nbferry restore {checkpoint['checkpoint_id']} {store_arg}")
-            restore_wall = time.perf_counter() - started
-            restored = target.value("dict(_ferry)")
-            after = target.value(DESCRIBE)
-            check = target.value(
-                "[type(forecast) is Forecast, runs[0] is runs[1] is forecast, "
-                "bool(np.shares_memory(top, weights)), "
-                "bool(round(forecast.predict_total(features[:5]), 6) "
-                "== round(with_tax(model.predict(features[:5]).sum()), 6))]"
-            )
+        with (
+            _Migrator(store.url, token, source_dir) as near,
+            _Migrator(store.url, token, target_dir) as far,
+        ):
+            log(f"migrators: {near.address} (source side), {far.address} (target side)")
+            log(f"source kernel in {source_dir}: running {SAMPLE.name}")
+            with Kernel(source_dir) as source:
+                source.run("%load_ext nbferry.agent")
+                for cell in notebook_cells(SAMPLE):
+                    source.run(cell)
+                before = source.value(DESCRIBE)
+                agent = find_agent(source.kernel_id)
+                log(f"nbferry migrate: kernel {source.kernel_id[:8]} -> {far.address}")
+                request = mpb.MigrateRequest(
+                    source=mpb.AgentAddress(address=agent.address, token=agent.token),
+                    target_migrator=far.address,
+                    target_token=token,
+                    checkpoint=apb.CheckpointRequest(
+                        options=apb.PlanOptions(store_url=store.url, session_id=session),
+                        message="demo",
+                    ),
+                )
+                started = time.perf_counter()
+                with MigratorClient(near.address, token) as client:
+                    events = list(client.migrate(request, timeout=600))
+                migrate_wall = time.perf_counter() - started
+            checkpointed = next(e.checkpointed for e in events if e.HasField("checkpointed"))
+            moved = next(e.restored for e in events if e.HasField("restored"))
+            checkpoint = json.loads(checkpointed.report_json)
+            restored = json.loads(moved.report.report_json)
+            log(f"checkpoint {checkpoint['checkpoint_id']} written to {store.url}")
+            log(f"target kernel {moved.kernel_id[:8]} in {target_dir}: {moved.connection_file}")
+            target = Kernel.attach(moved.connection_file)
+            try:
+                after = target.value(DESCRIBE)
+                check = target.value(
+                    "[type(forecast) is Forecast, runs[0] is runs[1] is forecast, "
+                    "bool(np.shares_memory(top, weights)), "
+                    "bool(round(forecast.predict_total(features[:5]), 6) "
+                    "== round(with_tax(model.predict(features[:5]).sum()), 6))]"
+                )
+            finally:
+                target.kc.shutdown()  # the demo's target kernel goes with the demo
+                target.kc.stop_channels()
+    checkpoint_wall = checkpointed.seconds
+    restore_wall = moved.seconds
     rows = []
     for name in sorted(set(before) | set(after)):
         b, a = before.get(name), after.get(name)
@@ -79,6 +112,8 @@ def run_demo(store: Store, log: Any = print) -> dict[str, Any]:
         "restore": restored,
         "checkpoint_seconds": round(checkpoint_wall, 3),
         "restore_seconds": round(restore_wall, 3),
+        "migrate_seconds": round(migrate_wall, 3),
+        "kernel_id": moved.kernel_id,
         "variables": rows,
         "identity_checks": {
             "type(forecast) is Forecast": check[0],
@@ -115,7 +150,8 @@ def render(result: dict[str, Any]) -> str:
         f"{ck['stored_bytes'] / mib:.1f} MiB stored, {result['checkpoint_seconds']:.2f} s",
         f"restore: {len(rs['loaded'])} names loaded, {len(rs['recomputed'])} recomputed "
         f"and verified, {len(rs['differs'])} differ, {len(rs['lost'])} lost, "
-        f"{result['restore_seconds']:.2f} s",
+        f"{result['restore_seconds']:.2f} s (new kernel included)",
+        f"nbferry migrate: {result['migrate_seconds']:.2f} s end to end",
     ]
     if rs["rerun_cells"]:
         cells = ", ".join(f"In[{n}]" for n in rs["rerun_cells"])
@@ -127,3 +163,38 @@ def render(result: dict[str, Any]) -> str:
     lines.append("session moved: all variables equal" if result["ok"] else "SESSION DIFFERS")
     lines.append(f"next: nbferry list; nbferry show latest --session {result['session_id']}")
     return "\n".join(lines)
+
+
+class _Migrator:
+    """`nbferry serve` in a child process on a free loopback port."""
+
+    def __init__(self, store_url: str, token: str, workdir: Path) -> None:
+        self.log = open(workdir.parent / f"migrator-{workdir.name}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nbferry.migrator.cli", "serve", "--listen", "127.0.0.1:0",
+             "--store", store_url, "--workdir", str(workdir)],
+            env={**os.environ, "NBFERRY_TOKEN": token},
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )  # fmt: skip
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line:
+            self.close()
+            raise RuntimeError(f"migrator did not start (see {self.log.name})")
+        self.address = json.loads(line)["listening"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def __enter__(self) -> _Migrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
