@@ -658,6 +658,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, KernelError) as exc:
         print(f"nbferry: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ValueError as exc:  # bad option values, session ids, ...
+        print(f"nbferry: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nbferry: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         if type(exc).__module__.startswith("grpc"):  # grpc.RpcError subclasses
             code = getattr(exc, "code", lambda: None)()
@@ -666,12 +672,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"nbferry: error: {getattr(code, 'name', 'RPC')}: {details}", file=sys.stderr)
             return EXIT_FAILED
         raise
-    except ValueError as exc:  # bad option values, session ids, ...
-        print(f"nbferry: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("nbferry: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
