@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/nbferry/v1/*.proto)
 
-.PHONY: demo test lint proto proto-check bench bench-agent clean
+.PHONY: demo test lint proto proto-check bench bench-agent bench-planner bench-planning bench-migrate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ bench: $(VENV)/.installed
 
 bench-agent: $(VENV)/.installed
 	$(PY) bench/bench_agent.py
+
+bench-planner: $(VENV)/.installed
+	$(PY) bench/bench_planner.py
+
+bench-planning: $(VENV)/.installed
+	$(PY) bench/bench_planning.py
+
+bench-migrate: $(VENV)/.installed
+	$(PY) bench/bench_migrate.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .ruff_cache

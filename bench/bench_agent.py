@@ -834,30 +834,28 @@ def main() -> None:
         print(render_profile(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "argv": sys.argv,
-                    "revision": revision,
-                    "platform": {
-                        "node": platform.node(),
-                        "python": platform.python_version(),
-                        "cpus": os.cpu_count(),
-                    },
-                    "warm": args.warm,
-                    "drop_caches": args.drop_caches,
-                    "elapsed_s": elapsed,
-                    "loadavg_start": load_start,
-                    "loadavg_end": load_end,
-                    "extension": ext,
-                    "sessions": results,
-                    "table": rows,
-                },
-                indent=1,
-                default=str,
-            )
-        )
+        run = run_facts(revision, args, elapsed, load_start, load_end)
+        run.update(extension=ext, sessions=results, table=rows)
+        args.json.write_text(json.dumps(run, indent=1, default=str))
         log(f"wrote {args.json}")
+
+
+def run_facts(revision: str, args: Any, elapsed: float, load_start: Any, load_end: Any) -> dict:
+    """What a --json result records about the run itself (shared with bench_planner.py)."""
+    return {
+        "argv": sys.argv,
+        "revision": revision,
+        "platform": {
+            "node": platform.node(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "warm": args.warm,
+        "drop_caches": args.drop_caches,
+        "elapsed_s": elapsed,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+    }
 
 
 if __name__ == "__main__":
