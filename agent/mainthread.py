@@ -64,6 +64,10 @@ class MainThread:
         lock = threading.Lock()
 
         def job() -> None:
+            if self.busy:
+                # A cell awaiting at top level yields the loop mid-cell: wait it out.
+                self.loop.call_later(0.05, job)
+                return
             with lock:
                 if state["withdrawn"]:
                     return

@@ -190,6 +190,31 @@ def variables_for_plan(
     return out, costs
 
 
+def plan_restorable(
+    cells: list[planner.Cell], variables: list[planner.Variable], speed: float
+) -> planner.Plan:
+    """planner.plan, plus: a cell that reads a value no restore will bring back is not rerun.
+
+    A value left out (infeasible) is missing on the target, so a cell reading
+    it would fail there; mark such cells unsafe and plan again until stable.
+    """
+    for _ in range(len(cells) + 1):
+        result = planner.plan(cells, variables, speed=speed)
+        gone = set(result.infeasible)
+        changed = False
+        for i, cell in enumerate(cells):
+            lacking = sorted(gone & cell.reads) if cell.safe else []
+            if lacking:
+                why = f"it reads {', '.join(lacking)}, which cannot be restored"
+                cells[i] = planner.Cell(
+                    cell.index, cell.runtime, cell.reads, cell.writes, False, why, cell.label
+                )
+                changed = True
+        if not changed:
+            return result
+    return result
+
+
 def plan_session(
     variables: Mapping[str, pb.VariableRef],
     unserializable: Iterable[str],
@@ -219,7 +244,7 @@ def plan_session(
         cells = [
             planner.Cell(c.index, c.runtime, c.reads, c.writes, False, why, c.label) for c in cells
         ]
-    result = planner.plan(cells, pv, speed=restore_weight)
+    result = plan_restorable(cells, pv, speed=restore_weight)
     planned = Planned(
         plan=result,
         cells=list(history.cells),

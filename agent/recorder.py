@@ -113,6 +113,7 @@ class Recorder:
         ns = self.shell.user_ns
         found = scan(source)
         reads = {n for n in found.reads if n in ns}
+        output_history = sorted(n for n in reads if _is_output_history(n))
         writes = set(found.writes)
         via_reads, via_writes = self._through_definitions(reads, ns)
         reads |= via_reads
@@ -130,6 +131,10 @@ class Recorder:
             else:
                 before[name] = (id(value), _digest(value))
         self._running = _Running(source, found, reads, writes, before, _rng_state(), 0.0)
+        if output_history:
+            self._running.effects.append(
+                pb.SideEffect(kind="output_history", target=", ".join(output_history))
+            )
         _active = self
         self.overhead += time.perf_counter() - t0
         self._running.started = time.perf_counter()
@@ -340,6 +345,11 @@ def _notebook_code(value: Any) -> list[types.CodeType]:
     return []
 
 
+def _is_output_history(name: str) -> bool:
+    """_, __, ___, _12, Out: values IPython keeps of earlier outputs (never restored)."""
+    return name in ("_", "__", "___", "Out", "_oh") or (name.startswith("_") and name[1:].isdigit())
+
+
 def _rng_state() -> dict[str, Any]:
     """Fingerprints of the global RNG states, to see whether a cell drew from them."""
     states: dict[str, Any] = {"random": hash(random.getstate())}
@@ -395,6 +405,8 @@ def _unsafe_reason(effects: list[pb.SideEffect], raised: bool, syntax_error: str
             return f"it uses unseeded randomness ({effect.target})"
         if effect.kind == "clock":
             return f"it reads the clock ({effect.target})"
+        if effect.kind == "output_history":
+            return f"it reads IPython's output history ({effect.target}), which is not restored"
     return ""
 
 

@@ -15,6 +15,7 @@ checkpoint time.
 
 from __future__ import annotations
 
+import ast
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,11 +54,17 @@ def plan_here(manifest: pb.Manifest, loaded: set[str]) -> planner.Plan:
     cells = planning.cells_for_plan(
         manifest.history, inputs_on_target=True, file_problem=file_problem
     )
-    return planner.plan(cells, variables)
+    return planning.plan_restorable(cells, variables, speed=1.0)
 
 
-def recompute(shell: Any, manifest: pb.Manifest, values: dict[str, Any]) -> Outcome:
-    """Rerun what the values loaded into `shell` do not cover; verify and report."""
+def recompute(
+    shell: Any, manifest: pb.Manifest, values: dict[str, Any], modules: dict[str, Any]
+) -> Outcome:
+    """Rerun what the values loaded into `shell` do not cover; verify and report.
+
+    `values` are the loaded variables, `modules` the re-imported module
+    bindings: both are put back after any rerun cell rebinds them.
+    """
     out = Outcome()
     missing = [n for n in manifest.variables if n not in values]
     if not missing:
@@ -66,12 +73,13 @@ def recompute(shell: Any, manifest: pb.Manifest, values: dict[str, Any]) -> Outc
     plan = plan_here(manifest, set(values))
     for name, why in sorted(plan.infeasible.items()):
         out.lost.append({"name": name, "reason": why})
-    keep = set(manifest.variables) | {m.name for m in manifest.modules}
-    errors = _replay(shell, manifest.history, plan.rerun_cells, values, keep)
+    errors, broken = _replay(shell, manifest.history, plan.rerun_cells, values, modules,
+                             set(plan.recompute))  # fmt: skip
     out.rerun_cells = [manifest.history.cells[i].execution_count for i in plan.rerun_cells]
     ns = shell.user_ns
     for name in plan.recompute:
-        if name not in ns:
+        if name in broken or name not in ns:
+            ns.pop(name, None)  # never leave a half-made value under the name
             why = "; ".join(errors) or "the cells that made it no longer do"
             out.lost.append({"name": name, "reason": f"rerunning its cells failed: {why}"})
             continue
@@ -93,11 +101,38 @@ def recompute(shell: Any, manifest: pb.Manifest, values: dict[str, Any]) -> Outc
     return out
 
 
+def _without_definitions(source: str, names: set[str]) -> str | ast.Module:
+    """The cell minus `def`/`class` statements for loaded definitions.
+
+    Objects the rerun makes must be instances of the loaded classes (the ones
+    stored pods refer to), not of a second copy of each class.
+    """
+    if not names:
+        return source
+    tree = ast.parse(source)
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    tree.body = [s for s in tree.body if not (isinstance(s, kinds) and s.name in names)]
+    return tree
+
+
 def _replay(
-    shell: Any, history: pb.History, indexes: list[int], values: dict[str, Any], keep: set[str]
-) -> list[str]:
-    """Run the cells at `indexes` in order with output hidden; one line per cell that raised."""
+    shell: Any,
+    history: pb.History,
+    indexes: list[int],
+    values: dict[str, Any],
+    modules: dict[str, Any],
+    recompute: set[str],
+) -> tuple[list[str], set[str]]:
+    """Run the cells at `indexes` in order with output hidden.
+
+    Returns one line per cell that raised, and the names those cells (and
+    cells that read what they wrote) may have left wrong. Whatever happens,
+    every name a rerun touched ends as it must: the loaded value, the
+    recomputed one, or what it was before the restore began.
+    """
     from IPython.utils.capture import capture_output
+
+    from nbferry.agent.pickling import is_definition
 
     ns = shell.user_ns
     cells = [history.cells[i] for i in indexes]
@@ -105,28 +140,54 @@ def _replay(
     for cell in history.cells:
         for name in [*cell.writes, *cell.deletes]:
             last[name] = cell.index
-    before = set(ns)
+    final = {**values, **modules}
+    touched = {n for c in cells for n in [*c.writes, *c.deletes]}
+    missing = object()
+    before = {n: ns.get(n, missing) for n in touched}  # the target's own bindings
+    loaded_defs = {n for n, v in values.items() if is_definition(v)}
     figures = _figures()
     clobbered: set[str] = set()
-    errors = []
-    with capture_output(display=True):
-        for cell in cells:
-            for name in [n for n in clobbered if last.get(n, -1) < cell.index]:
-                ns[name] = values[name]  # the loaded final version, now that it is due
-                clobbered.discard(name)
-            try:
-                code = compile(cell.source, f"<nbferry rerun In[{cell.execution_count}]>", "exec")
-                exec(code, ns)
-            except Exception as exc:
-                errors.append(f"In[{cell.execution_count}] raised {type(exc).__name__}: {exc}")
-            clobbered |= {n for n in [*cell.writes, *cell.deletes] if n in values}
-    for name in clobbered:
-        ns[name] = values[name]
-    for name in set(ns) - before - keep:  # temporaries the session no longer had
-        if not name.startswith("_"):
-            del ns[name]
-    _close_new_figures(figures)
-    return errors
+    broken: set[str] = set()  # written by a cell that raised, or read from one
+    errors: list[str] = []
+    try:
+        with capture_output(display=True):
+            for cell in cells:
+                for name in [n for n in clobbered if last.get(n, -1) < cell.index]:
+                    ns[name] = final[name]  # the loaded final version, now that it is due
+                    clobbered.discard(name)
+                writes = {*cell.writes, *cell.deletes}
+                label = f"In[{cell.execution_count}]"
+                if broken & set(cell.reads):
+                    broken |= writes  # its inputs are wrong: do not run it on them
+                    errors.append(
+                        f"{label} skipped: it reads {', '.join(sorted(broken & set(cell.reads)))}"
+                    )
+                else:
+                    skip_defs = {n for n in loaded_defs if last.get(n) == cell.index}
+                    try:
+                        code = compile(
+                            _without_definitions(cell.source, skip_defs),
+                            f"<nbferry rerun {label}>",
+                            "exec",
+                            dont_inherit=True,
+                        )
+                        exec(code, ns)
+                    except Exception as exc:
+                        errors.append(f"{label} raised {type(exc).__name__}: {exc}")
+                        broken |= writes
+                clobbered |= writes & final.keys()
+    finally:
+        for name in touched:
+            if name in final:
+                ns[name] = final[name]
+            elif name in recompute and name not in broken:
+                continue
+            elif before[name] is missing:
+                ns.pop(name, None)  # a temporary the session no longer had
+            else:
+                ns[name] = before[name]
+        _close_new_figures(figures)
+    return errors, broken & recompute
 
 
 def _figures() -> set[int]:

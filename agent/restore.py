@@ -113,7 +113,8 @@ def restore(
             break
         pending = deferred
 
-    outcome = recompute(shell, manifest, values)
+    modules = {b.name: user_ns[b.name] for b in manifest.modules}
+    outcome = recompute(shell, manifest, values, modules)
 
     if STATE_POD in pods:  # last: reruns draw from the random generators too
         state = pickling.decode(pods[STATE_POD].header, pods[STATE_POD].buffers, "pickle")

@@ -357,11 +357,12 @@ class AgentServer:
             "pid": os.getpid(),
             "connection_file": str(connection_file),
         }
-        fd = os.open(self.discovery, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        os.chmod(self.discovery, 0o600)  # an existing file keeps its mode otherwise
         self._pid = os.getpid()
+        try:
+            _write_private(self.discovery, json.dumps(info))
+        except OSError:
+            self.stop()
+            raise
         atexit.register(self.stop)
 
     def stop(self) -> None:
@@ -372,6 +373,20 @@ class AgentServer:
             self.discovery.unlink()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a 0600 file atomically: a fresh temp file (never a planted one), then rename."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 _server: AgentServer | None = None

@@ -56,7 +56,7 @@ def find_agent(ref: str) -> AgentInfo:
     path = discovery_file(connection)
     try:
         info = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):
         raise KernelError(
             f"kernel {ref} runs no nbferry agent ({path} is missing): load it there with "
             "%load_ext nbferry.agent, or run `nbferry install` for new kernels"

@@ -205,6 +205,8 @@ def _migrator(args: argparse.Namespace) -> Any:
         with open(path, "rb") as f:
             return f.read()
 
+    if (args.tls_cert or args.tls_key) and not args.tls_ca:
+        raise ValueError("a client certificate needs --tls-ca too (else the token goes in clear)")
     return MigratorClient(
         args.to,
         _token(args),
@@ -369,6 +371,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from nbferry.v1 import agent_pb2 as apb
     from nbferry.v1 import migrator_pb2 as mpb
 
+    store_url = args.store or default_store_url()
+    host = args.to.rpartition(":")[0].strip("[]")
+    if store_url.startswith("file:") and host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(
+            f"the store {store_url} is a folder on this machine, which {args.to} cannot read: "
+            "pass --store with a URL both hosts reach (s3://bucket/prefix, a shared mount)"
+        )
     started = time.perf_counter()
     request = apb.CheckpointRequest(
         options=_plan_options(args),
@@ -443,6 +452,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("TLS needs both --tls-cert and --tls-key")
+    if args.tls_client_ca and not args.tls_cert:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
     store_url = args.store or default_store_url()
     open_store(store_url, parse_options(args.store_option))  # a bad URL fails here, not per call
 

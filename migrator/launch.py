@@ -57,6 +57,16 @@ def _discovery(connection_file: str) -> Path:
     return discovery_file(connection_file)
 
 
+# Secrets of the process that starts kernels; notebook code must not read them.
+_PRIVATE_ENV = ("NBFERRY_TOKEN",)
+
+
+def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+    env.update(extra or {})
+    return env
+
+
 def start_kernel(
     cwd: str | Path, env: dict[str, str] | None = None, timeout: float = 60
 ) -> NewKernel:
@@ -74,7 +84,7 @@ def start_kernel(
     with open(log_path, "ab") as log:
         manager.start_kernel(
             cwd=str(cwd),
-            env={**os.environ, **(env or {})},
+            env=kernel_env(env),
             independent=True,
             stdin=subprocess.DEVNULL,
             stdout=log,

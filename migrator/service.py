@@ -218,6 +218,8 @@ class MigratorClient:
         cert: bytes | None = None,
         key: bytes | None = None,
     ) -> None:
+        if ca is None and (cert or key):
+            raise ValueError("a client certificate needs the CA too (else the token goes in clear)")
         if ca is not None:
             creds = grpc.ssl_channel_credentials(ca, private_key=key, certificate_chain=cert)
             self.channel = grpc.secure_channel(address, creds)
@@ -282,6 +284,8 @@ def serve(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    if tls_client_ca and not (tls_cert and tls_key):
+        raise ValueError("a client CA needs a server certificate and key: mutual TLS is TLS")
     if tls_cert and tls_key:
         creds = grpc.ssl_server_credentials(
             [(tls_key, tls_cert)],
