@@ -20,7 +20,9 @@ def load_ipython_extension(ipython: Any) -> None:
     attach(ipython)  # records every later cell: what it read, wrote and cost
     if getattr(ipython, "kernel", None) is not None:
         # The gRPC endpoint (AgentService); grpc's import takes ~80 ms, so not here.
-        threading.Thread(target=_start_service, args=(ipython,), daemon=True).start()
+        threading.Thread(
+            target=_start_service, args=(ipython,), name="nbferry-agent-start", daemon=True
+        ).start()
 
 
 def _start_service(ipython: Any) -> None:

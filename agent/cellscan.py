@@ -23,6 +23,20 @@ _CLOCK |= {("datetime", "today"), ("datetime", "utcnow"), ("date", "today")}
 _CLOCK |= {("Timestamp", "now"), ("Timestamp", "today"), ("pd", "now")}
 
 
+# Readers whose I/O happens in C, C++ or Rust (pyarrow, polars, h5py, xarray,
+# databases): the audit hook cannot see their files, so the scan names them.
+_NATIVE_READERS = frozenset(
+    {
+        "read_parquet", "read_feather", "read_orc", "read_hdf", "read_sql", "read_sql_query",
+        "read_sql_table", "read_ipc", "read_delta", "scan_parquet", "scan_csv", "scan_ipc",
+        "read_database", "open_dataset", "open_mfdataset", "open_zarr", "read_table",
+        "read_excel",
+    }
+)  # fmt: skip
+_NATIVE_CALLS = frozenset(
+    {("sqlite3", "connect"), ("duckdb", "connect"), ("duckdb", "sql"), ("h5py", "File"),
+     ("sqlalchemy", "create_engine"), ("psycopg", "connect"), ("psycopg2", "connect")}
+)  # fmt: skip
 _BARE_CLOCK = frozenset({("time",), ("time_ns",)})  # from time import time
 # Magics whose argument (line or cell body) is Python run in the user namespace.
 _CODE_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
@@ -63,6 +77,9 @@ class CellScan:
     seeds: bool = False  # calls something named seed(...)
     random: list[str] = field(default_factory=list)  # unseeded randomness, by call
     clock: list[str] = field(default_factory=list)  # wall-clock reads, by call
+    # Calls that read files, databases or the network in native code, where the
+    # audit hook sees no open(): by call.
+    external: list[str] = field(default_factory=list)
     syntax_error: str = ""
 
 
@@ -275,6 +292,8 @@ class _Visitor(ast.NodeVisitor):
             self.out.random.append(label)
         if dotted[-2:] in _CLOCK or dotted in _BARE_CLOCK:
             self.out.clock.append(label)
+        if last in _NATIVE_READERS or dotted[-2:] in _NATIVE_CALLS:
+            self.out.external.append(label)
         if last in ("run_line_magic", "run_cell_magic") and node.args:
             self._magic_body(node)
 

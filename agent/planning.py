@@ -98,6 +98,11 @@ def cells_for_plan(
     for cell in history.cells:
         why = cell.unsafe
         for effect in cell.side_effects:
+            if not why and effect.kind == "external_read" and not inputs_on_target:
+                why = (
+                    f"it reads data outside Python ({effect.target}) that the target may not "
+                    "have (--inputs-on-target says it does)"
+                )
             if why or effect.kind != "file_read":
                 continue
             if file_problem is not None:

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 import types
 from dataclasses import dataclass, field
@@ -27,15 +28,24 @@ import blake3
 
 from nbferry.agent.cellscan import CellScan, Use, code_globals, scan
 from nbferry.agent.fingerprint import fingerprint
+from nbferry.agent.namespace import size_of
 from nbferry.v1 import manifest_pb2 as pb
 
+MAX_FILES = 1000  # files read by one cell that are listed (and checked on restore)
+FINGERPRINT_LIMIT = 256 << 20  # bigger candidates are assumed changed, not hashed twice per cell
 HASH_LIMIT = 64 << 20  # files read up to this size are hashed, so a copy elsewhere still matches
 _NBFERRY_CELL = re.compile(
     r"%+(nbferry|load_ext\s+nbferry|reload_ext\s+nbferry|unload_ext\s+nbferry)"
 )
 # Values that cannot change in place: never worth a fingerprint.
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), frozenset, range)
-_UNCHANGING = (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType)
+_UNCHANGING = (
+    types.ModuleType,
+    types.FunctionType,
+    type,
+    types.BuiltinFunctionType,
+    types.MethodType,  # get_ipython().run_line_magic: never fingerprint the shell
+)
 _SKIP = _IMMUTABLE + _UNCHANGING
 
 _active: Recorder | None = None  # the recorder whose cell is running, for the audit hook
@@ -55,6 +65,7 @@ class _Running:
     started: float
     effects: list[pb.SideEffect] = field(default_factory=list)
     files_read: dict[str, None] = field(default_factory=dict)  # ordered set
+    too_many_files: bool = False
 
 
 class Recorder:
@@ -102,8 +113,14 @@ class Recorder:
         t0 = time.perf_counter()
         self._running = None
         raw = getattr(info, "raw_cell", "") or ""
-        if not raw.strip() or _NBFERRY_CELL.search(raw):
-            return  # the agent's own cells are not part of the session's history
+        if not raw.strip():
+            return
+        mixed = False
+        if _NBFERRY_CELL.search(raw):
+            rest = [ln for ln in raw.splitlines() if ln.strip() and not _NBFERRY_CELL.search(ln)]
+            if not any(not ln.lstrip().startswith("#") for ln in rest):
+                return  # the agent's own cells are not part of the session's history
+            mixed = True  # code beside a checkpoint or restore: recorded, never rerun
         source = getattr(info, "transformed_cell", None)  # IPython >= 8.22 transforms first
         if source is None:
             try:
@@ -119,18 +136,26 @@ class Recorder:
         reads |= via_reads
         writes |= via_writes
         before = {}
+        assume_changed: set[str] = set()
         for name in (found.candidates | via_reads) & ns.keys():
             value = ns[name]
             if isinstance(value, _SKIP):
                 continue
             if name not in via_reads and not could_change(value, found.uses[name], ns):
                 continue
+            if size_of(value) > FINGERPRINT_LIMIT:
+                assume_changed.add(name)  # hashing it before and after every cell costs too much
+                continue
             cached = self._digests.get(name)
             if cached is not None and cached[0] == id(value):
                 before[name] = cached
             else:
                 before[name] = (id(value), _digest(value))
-        self._running = _Running(source, found, reads, writes, before, _rng_state(), 0.0)
+        self._running = _Running(
+            source, found, reads, writes | assume_changed, before, _rng_state(), 0.0
+        )
+        if mixed:
+            self._running.effects.append(pb.SideEffect(kind="nbferry", target="%nbferry"))
         if output_history:
             self._running.effects.append(
                 pb.SideEffect(kind="output_history", target=", ".join(output_history))
@@ -173,6 +198,7 @@ class Recorder:
                 effects.append(pb.SideEffect(kind="random", target=f"global {name} state"))
         effects += [pb.SideEffect(kind="random", target=c) for c in run.scan.random]
         effects += [pb.SideEffect(kind="clock", target=c) for c in run.scan.clock]
+        effects += [pb.SideEffect(kind="external_read", target=c) for c in run.scan.external]
         raised = getattr(result, "error_in_exec", None) is not None
         cell = pb.CellExecution(
             index=len(self.cells),
@@ -220,8 +246,13 @@ class Recorder:
         if run is None:
             return
         if kind == "file_read":
-            if not target.startswith(self._ignored) and not target.endswith(_CODE_SUFFIXES):
+            if target.startswith(self._ignored) or target.endswith(_CODE_SUFFIXES):
+                return
+            if len(run.files_read) < MAX_FILES:
                 run.files_read[target] = None
+            elif not run.too_many_files:
+                run.too_many_files = True  # beyond this, one marker: rerunning needs them all
+                run.effects.append(pb.SideEffect(kind="external_read", target="over 1000 files"))
             return
         if kind == "file_write" and target.startswith(self._ignored):
             return
@@ -405,6 +436,10 @@ def _unsafe_reason(effects: list[pb.SideEffect], raised: bool, syntax_error: str
             return f"it uses unseeded randomness ({effect.target})"
         if effect.kind == "clock":
             return f"it reads the clock ({effect.target})"
+        if effect.kind == "nbferry":
+            return "it also runs %nbferry (checkpoint or restore)"
+        if effect.kind == "external_read":
+            return f"it reads data outside Python's open() ({effect.target})"
         if effect.kind == "output_history":
             return f"it reads IPython's output history ({effect.target}), which is not restored"
     return ""
@@ -457,6 +492,8 @@ def _audit(event: str, args: tuple) -> None:
     recorder = _active
     if recorder is None:
         return
+    if threading.current_thread().name.startswith("nbferry"):
+        return  # the agent's own threads (its gRPC server, its start-up)
     if event == "open":
         path, mode, flags = args
         if not isinstance(path, str | bytes | os.PathLike):

@@ -248,12 +248,12 @@ def test_restored_session_can_be_checkpointed_with_its_history(
     _, b, store = dirs
     source.run("import numpy as np")
     source.run("big = np.ones((3000, 1000))")
-    ck = checkpoint(source, store)
+    ck = checkpoint(source, store, "--restore-weight 0.05")
     assert ck["recomputed"] == ["big"]
     with Kernel(b, ENV) as k:
         k.run(f"%load_ext nbferry.agent\nnbf_r = %nbferry restore --store {store} --session t")
         k.run("small = big[:2].sum()")
-        again = checkpoint(k, store)
+        again = checkpoint(k, store, "--restore-weight 0.05")
         assert again["recomputed"] == ["big"]
     report, got = restore(b, store, "[float(big.sum()), float(small)]")
     assert report["recomputed"] == ["big"] and got == [3_000_000.0, 2000.0]
@@ -293,3 +293,50 @@ def test_nbferry_plan_from_a_checkpoint_and_from_a_live_kernel(
     assert source.value(recorded) == before + 1
     out = nbferry("plan", "--kernel", "no-such-kernel", "--store", store)
     assert out.returncode == 1 and "no kernel 'no-such-kernel'" in out.stderr
+
+
+def test_a_rerun_that_fails_takes_only_its_dependents_down(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    _, b, store = dirs
+    source.run("import os, numpy as np")
+    source.run("keep = [1, 2, 3]")
+    # Reads an environment variable only the source has: the recorder cannot know.
+    source.run("os.environ['ONLY_HERE'] = '7'", store_history=True)
+    source.run("x = np.zeros((2000, 1000)) + int(os.environ['ONLY_HERE'])")
+    source.run("y = x * 2")
+    ck = checkpoint(source, store, "--restore-weight 0.01")
+    assert {"x", "y"} <= set(ck["recomputed"])
+    with Kernel(b, ENV) as k:
+        k.run("%load_ext nbferry.agent")
+        k.run(f"nbf_r = %nbferry restore --store {store} --session t")
+        report = k.value("{**nbf_r}")
+        assert {x["name"] for x in report["lost"]} >= {"x", "y"}
+        assert any("KeyError" in x["reason"] for x in report["lost"] if x["name"] == "x")
+        assert k.value("['x' in dir(), 'y' in dir(), keep]") == [False, False, [1, 2, 3]]
+
+
+def test_recomputed_instances_keep_the_loaded_class(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    _, b, store = dirs
+    source.run(
+        "class Tok:\n    def __init__(self, i):\n        self.i = i\n"
+        "toks = [Tok(i) for i in range(20000)]"
+    )
+    ck = checkpoint(source, store, "--restore-weight 0.001")
+    assert "toks" in ck["recomputed"] and "Tok" in {v["name"] for v in ck["stored"]}
+    report, got = restore(b, store, "[isinstance(toks[5], Tok), toks[5].i]")
+    assert report["recomputed"] == ["toks"] and got == [True, 5]
+
+
+def test_cells_that_cannot_be_replayed_are_recorded_as_unsafe(source: Kernel) -> None:
+    source.run("import sqlite3")
+    source.run("con = sqlite3.connect(':memory:')\nrows = 3")  # native I/O: no open() event
+    source.run("1 + 1")
+    source.run("two = _ * 1")  # IPython's output history is not restored
+    source.run("z = 5\n%nbferry status")  # code beside an agent magic
+    got = {c["n"]: c for c in cells(source)}
+    assert "outside Python" in got[3]["unsafe"] and "sqlite3.connect" in got[3]["unsafe"]
+    assert "output history" in got[5]["unsafe"]
+    assert "%nbferry" in got[6]["unsafe"] and got[6]["writes"] == ["z"]
