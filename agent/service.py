@@ -166,12 +166,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     def Plan(self, request: apb.PlanRequest, context: Any) -> apb.PlanResponse:
         from nbferry.agent.capture import capture_namespace, plan_checkpoint
-        from nbferry.storage import open_store
+        from nbferry.storage import open_store, parse_options
 
         opts = request.options
 
         def plan() -> dict:
-            store = open_store(opts.store_url or None)
+            store = open_store(opts.store_url or None, parse_options(list(opts.store_options)))
             captured = capture_namespace(
                 self.shell.user_ns, getattr(self.shell, "user_ns_hidden", None)
             )
@@ -200,13 +200,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: apb.CheckpointRequest, context: Any
     ) -> Iterator[apb.CheckpointResponse]:
         from nbferry.agent.capture import checkpoint
-        from nbferry.storage import open_store
+        from nbferry.storage import open_store, parse_options
 
         opts = request.options
 
         def work(progress: Callable[..., None]) -> dict:
             progress("capturing")
-            store = open_store(opts.store_url or None)
+            store = open_store(opts.store_url or None, parse_options(list(opts.store_options)))
             report = checkpoint(
                 self.shell,
                 store,
@@ -229,11 +229,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     def Restore(self, request: apb.RestoreRequest, context: Any) -> Iterator[apb.RestoreResponse]:
         from nbferry.agent.restore import restore
-        from nbferry.storage import open_store
+        from nbferry.storage import open_store, parse_options
 
         def work(progress: Callable[..., None]) -> dict:
             progress("loading")
-            store = open_store(request.store_url or None)
+            store = open_store(
+                request.store_url or None, parse_options(list(request.store_options))
+            )
             checkpoint = request.checkpoint or "latest"
             scope = None
             if checkpoint == "latest" or request.session_id:

@@ -237,6 +237,7 @@ def _plan_options(args: argparse.Namespace) -> Any:
         restore_weight=args.restore_weight,
         inputs_on_target=args.inputs_on_target,
         store_all=args.store_all,
+        store_options=args.store_option,
     )
 
 
@@ -321,7 +322,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     where: dict[str, Any] = {}
     if args.kernel:
         request = apb.RestoreRequest(
-            store_url=args.store or "", checkpoint=args.checkpoint, session_id=args.session or ""
+            store_url=args.store or "",
+            checkpoint=args.checkpoint,
+            session_id=args.session or "",
+            store_options=args.store_option,
         )
         with AgentClient.for_kernel(args.kernel) as agent:
             result = result_of(agent.restore(request, timeout=args.timeout), _progress("load"))
@@ -330,13 +334,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from nbferry.migrator.launch import restore_into_new_kernel
 
         request = apb.RestoreRequest(
-            store_url=args.store or "", checkpoint=args.checkpoint, session_id=args.session or ""
+            store_url=args.store or "",
+            checkpoint=args.checkpoint,
+            session_id=args.session or "",
+            store_options=args.store_option,
         )
         kernel, result = restore_into_new_kernel(os.getcwd(), request, _progress("load"))
         where = {"kernel_id": kernel.kernel_id, "connection_file": kernel.connection_file}
     else:
         request = mpb.RestoreCheckpointRequest(
-            store_url=args.store or "", checkpoint=args.checkpoint, session_id=args.session or ""
+            store_url=args.store or "",
+            checkpoint=args.checkpoint,
+            session_id=args.session or "",
+            store_options=args.store_option,
         )
         with _migrator(args) as target:
             restored = result_of(target.restore_checkpoint(request, timeout=args.timeout))
@@ -393,7 +403,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         restored = result_of(
             target.restore_checkpoint(
                 mpb.RestoreCheckpointRequest(
-                    store_url=checkpointed.store_url, checkpoint=checkpointed.checkpoint_id
+                    store_url=checkpointed.store_url,
+                    checkpoint=checkpointed.checkpoint_id,
+                    store_options=args.store_option,
                 ),
                 timeout=args.timeout,
             )
@@ -470,6 +482,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=read(args.tls_client_ca),
         grace=args.grace,
         ready=ready,
+        store_options=args.store_option,
     )
     return EXIT_OK
 

@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from nbferry.agent.grpcauth import TokenAuth, bearer
 from nbferry.migrator.agents import AgentClient
 from nbferry.migrator.launch import hostname, restore_into_new_kernel
-from nbferry.storage import CheckpointNotFoundError, StoreError, open_store
+from nbferry.storage import CheckpointNotFoundError, StoreError, open_store, parse_options
 from nbferry.v1 import agent_pb2 as apb
 from nbferry.v1 import migrator_pb2 as mpb
 from nbferry.v1 import migrator_pb2_grpc
@@ -50,9 +50,18 @@ def _event(msg: str, **fields: Any) -> None:
 
 
 class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
-    def __init__(self, store_url: str, workdir: str | Path) -> None:
+    def __init__(
+        self, store_url: str, workdir: str | Path, store_options: list[str] | None = None
+    ) -> None:
         self.store_url = store_url
+        self.store_options = list(store_options or [])
         self.workdir = Path(workdir)
+
+    def _store(self, url: str, options: Any) -> tuple[str, list[str]]:
+        """The request's store and options, or this migrator's own."""
+        if url:
+            return url, list(options)
+        return self.store_url, self.store_options
 
     def RestoreCheckpoint(
         self, request: mpb.RestoreCheckpointRequest, context: grpc.ServicerContext
@@ -67,10 +76,11 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
         self, request: mpb.RestoreCheckpointRequest, context: grpc.ServicerContext
     ) -> Iterator[tuple[str, Any]]:
         started = time.perf_counter()
-        store_url = request.store_url or self.store_url
+        store_url, options = self._store(request.store_url, request.store_options)
         checkpoint = request.checkpoint or "latest"
         try:  # fail fast (and start no kernel) when the checkpoint is not there
-            ref = open_store(store_url).resolve(checkpoint, request.session_id or None)
+            store = open_store(store_url, parse_options(options))
+            ref = store.resolve(checkpoint, request.session_id or None)
         except CheckpointNotFoundError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except (StoreError, ValueError) as exc:
@@ -81,7 +91,9 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
         def work() -> Any:
             return restore_into_new_kernel(
                 self.workdir,
-                apb.RestoreRequest(store_url=store_url, checkpoint=ref.checkpoint_id),
+                apb.RestoreRequest(
+                    store_url=store_url, checkpoint=ref.checkpoint_id, store_options=options
+                ),
                 on_progress=events.put,
             )
 
@@ -134,7 +146,9 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, "the source agent returned no checkpoint")
         yield mpb.MigrateResponse(checkpointed=checkpointed)
         restore = mpb.RestoreCheckpointRequest(
-            store_url=checkpointed.store_url, checkpoint=checkpointed.checkpoint_id
+            store_url=checkpointed.store_url,
+            checkpoint=checkpointed.checkpoint_id,
+            store_options=request.checkpoint.options.store_options,
         )
         if request.target_migrator:
             with MigratorClient(request.target_migrator, request.target_token) as target:
@@ -158,7 +172,8 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
         self, request: mpb.ListCheckpointsRequest, context: grpc.ServicerContext
     ) -> mpb.ListCheckpointsResponse:
         try:
-            refs = open_store(request.store_url or self.store_url).list_checkpoints(
+            url, options = self._store(request.store_url, request.store_options)
+            refs = open_store(url, parse_options(options)).list_checkpoints(
                 request.session_id or None
             )
         except (StoreError, ValueError) as exc:
@@ -264,6 +279,7 @@ def serve(
     tls_client_ca: bytes | None = None,
     grace: float = 30.0,
     ready: Callable[[str], None] | None = None,
+    store_options: list[str] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop taking calls and finish those running."""
     handler = logging.StreamHandler(sys.stderr)
@@ -277,7 +293,7 @@ def serve(
         interceptors=[TokenAuth(token)],
     )
     migrator_pb2_grpc.add_MigratorServiceServicer_to_server(
-        MigratorServicer(store_url, workdir or os.getcwd()), server
+        MigratorServicer(store_url, workdir or os.getcwd(), store_options), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -71,11 +71,11 @@ def make_host(root: Path, s3_endpoint: str) -> Host:
 
 
 class Migrator:
-    def __init__(self, host: Host, store: str) -> None:
+    def __init__(self, host: Host, store: str, *extra: str) -> None:
         self.host = host
         self.proc = subprocess.Popen(
             [NBFERRY, "serve", "--listen", "127.0.0.1:0", "--store", store,
-             "--workdir", str(host.work)],
+             "--workdir", str(host.work), *extra],
             env=host.env,
             cwd=host.work,
             stdout=subprocess.PIPE,
@@ -292,3 +292,26 @@ def test_a_migrator_killed_mid_restore_fails_clearly_and_a_retry_succeeds(
         assert kernel_value(restored["connection_file"], "len(xs)") == 1000
     finally:
         again.stop()
+
+
+def test_store_options_reach_every_hop(hosts: tuple[Host, Host, str], s3_endpoint: str) -> None:
+    a, b, store = hosts
+    for host in (a, b):  # the endpoint comes only from --store-option now
+        host.env.pop("NBFERRY_S3_ENDPOINT_URL")
+    option = f"endpoint_url={s3_endpoint}"
+    migrator = Migrator(b, store, "--store-option", option)
+    try:
+        with source_kernel(a) as src:
+            src.run("xs = [1, 2, 3]")
+            out = a.nbferry(
+                "migrate", "--kernel", src.kernel_id, "--to", migrator.address,
+                "--store", store, "--store-option", option, "--json",
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+        moved = json.loads(out.stdout)
+        assert kernel_value(moved["connection_file"], "xs") == [1, 2, 3]
+        with MigratorClient(migrator.address, TOKEN) as client:  # the migrator's own options
+            listed = client.list_checkpoints(mpb.ListCheckpointsRequest())
+        assert moved["checkpoint_id"] in [c.checkpoint_id for c in listed.checkpoints]
+    finally:
+        migrator.stop()

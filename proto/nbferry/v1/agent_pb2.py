@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16nbferry/v1/agent.proto\x12\nnbferry.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xd7\x01\n\x10\x44\x65scribeResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tkernel_id\x18\x02 \x01(\t\x12+\n\tvariables\x18\x03 \x03(\x0b\x32\x18.nbferry.v1.VariableInfo\x12\x16\n\x0ehistory_length\x18\x04 \x01(\r\x12\x0c\n\x04\x62usy\x18\x05 \x01(\x08\x12\x17\n\x0fnbferry_version\x18\x06 \x01(\t\x12\x16\n\x0epython_version\x18\x07 \x01(\t\x12\x0b\n\x03\x63wd\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\r\"C\n\x0cVariableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"y\n\x0bPlanOptions\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0erestore_weight\x18\x03 \x01(\x01\x12\x18\n\x10inputs_on_target\x18\x04 \x01(\x08\x12\x11\n\tstore_all\x18\x05 \x01(\x08\"M\n\x0bPlanRequest\x12(\n\x07options\x18\x01 \x01(\x0b\x32\x17.nbferry.v1.PlanOptions\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"\x94\x02\n\x0cPlanResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x03(\t\x12\x11\n\trecompute\x18\x03 \x03(\t\x12\x13\n\x0brerun_cells\x18\x04 \x03(\r\x12<\n\ninfeasible\x18\x05 \x03(\x0b\x32(.nbferry.v1.PlanResponse.InfeasibleEntry\x12$\n\x1cpredicted_checkpoint_seconds\x18\x06 \x01(\x01\x12!\n\x19predicted_restore_seconds\x18\x07 \x01(\x01\x1a\x31\n\x0fInfeasibleEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\x11\x43heckpointRequest\x12(\n\x07options\x18\x01 \x01(\x0b\x32\x17.nbferry.v1.PlanOptions\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nallow_loss\x18\x03 \x01(\x08\x12\x11\n\tinterrupt\x18\x04 \x01(\x08\x12\x14\n\x0coperation_id\x18\x05 \x01(\t\"B\n\x08Progress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x12\n\ndone_bytes\x18\x02 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"w\n\x12\x43heckpointResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.nbferry.v1.CheckpointResultH\x00\x42\x07\n\x05\x65vent\"\xc8\x01\n\x10\x43heckpointResult\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tstore_url\x18\x03 \x01(\t\x12\x0e\n\x06stored\x18\x04 \x03(\t\x12\x12\n\nrecomputed\x18\x05 \x03(\t\x12\x14\n\x0cstored_bytes\x18\x06 \x01(\x04\x12\x16\n\x0e\x62ytes_uploaded\x18\x07 \x01(\x04\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x13\n\x0breport_json\x18\t \x01(\t\"t\n\x0eRestoreRequest\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tinterrupt\x18\x04 \x01(\x08\x12\x14\n\x0coperation_id\x18\x05 \x01(\t\"q\n\x0fRestoreResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x19.nbferry.v1.RestoreResultH\x00\x42\x07\n\x05\x65vent\"\xdb\x02\n\rRestoreResult\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06loaded\x18\x03 \x03(\t\x12\x12\n\nrecomputed\x18\x04 \x03(\t\x12\x0f\n\x07\x64iffers\x18\x05 \x03(\t\x12\x31\n\x04lost\x18\x06 \x03(\x0b\x32#.nbferry.v1.RestoreResult.LostEntry\x12\x35\n\x06\x66\x61iled\x18\x07 \x03(\x0b\x32%.nbferry.v1.RestoreResult.FailedEntry\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x13\n\x0breport_json\x18\t \x01(\t\x1a+\n\tLostEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0b\x46\x61iledEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\rCancelRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\x32\xe6\x02\n\x0c\x41gentService\x12\x45\n\x08\x44\x65scribe\x12\x1b.nbferry.v1.DescribeRequest\x1a\x1c.nbferry.v1.DescribeResponse\x12\x39\n\x04Plan\x12\x17.nbferry.v1.PlanRequest\x1a\x18.nbferry.v1.PlanResponse\x12M\n\nCheckpoint\x12\x1d.nbferry.v1.CheckpointRequest\x1a\x1e.nbferry.v1.CheckpointResponse0\x01\x12\x44\n\x07Restore\x12\x1a.nbferry.v1.RestoreRequest\x1a\x1b.nbferry.v1.RestoreResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.nbferry.v1.CancelRequest\x1a\x1a.nbferry.v1.CancelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16nbferry/v1/agent.proto\x12\nnbferry.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xd7\x01\n\x10\x44\x65scribeResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tkernel_id\x18\x02 \x01(\t\x12+\n\tvariables\x18\x03 \x03(\x0b\x32\x18.nbferry.v1.VariableInfo\x12\x16\n\x0ehistory_length\x18\x04 \x01(\r\x12\x0c\n\x04\x62usy\x18\x05 \x01(\x08\x12\x17\n\x0fnbferry_version\x18\x06 \x01(\t\x12\x16\n\x0epython_version\x18\x07 \x01(\t\x12\x0b\n\x03\x63wd\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\r\"C\n\x0cVariableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\x90\x01\n\x0bPlanOptions\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0erestore_weight\x18\x03 \x01(\x01\x12\x18\n\x10inputs_on_target\x18\x04 \x01(\x08\x12\x11\n\tstore_all\x18\x05 \x01(\x08\x12\x15\n\rstore_options\x18\x06 \x03(\t\"M\n\x0bPlanRequest\x12(\n\x07options\x18\x01 \x01(\x0b\x32\x17.nbferry.v1.PlanOptions\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"\x94\x02\n\x0cPlanResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x03(\t\x12\x11\n\trecompute\x18\x03 \x03(\t\x12\x13\n\x0brerun_cells\x18\x04 \x03(\r\x12<\n\ninfeasible\x18\x05 \x03(\x0b\x32(.nbferry.v1.PlanResponse.InfeasibleEntry\x12$\n\x1cpredicted_checkpoint_seconds\x18\x06 \x01(\x01\x12!\n\x19predicted_restore_seconds\x18\x07 \x01(\x01\x1a\x31\n\x0fInfeasibleEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\x11\x43heckpointRequest\x12(\n\x07options\x18\x01 \x01(\x0b\x32\x17.nbferry.v1.PlanOptions\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nallow_loss\x18\x03 \x01(\x08\x12\x11\n\tinterrupt\x18\x04 \x01(\x08\x12\x14\n\x0coperation_id\x18\x05 \x01(\t\"B\n\x08Progress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x12\n\ndone_bytes\x18\x02 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"w\n\x12\x43heckpointResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.nbferry.v1.CheckpointResultH\x00\x42\x07\n\x05\x65vent\"\xc8\x01\n\x10\x43heckpointResult\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tstore_url\x18\x03 \x01(\t\x12\x0e\n\x06stored\x18\x04 \x03(\t\x12\x12\n\nrecomputed\x18\x05 \x03(\t\x12\x14\n\x0cstored_bytes\x18\x06 \x01(\x04\x12\x16\n\x0e\x62ytes_uploaded\x18\x07 \x01(\x04\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x13\n\x0breport_json\x18\t \x01(\t\"\x8b\x01\n\x0eRestoreRequest\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tinterrupt\x18\x04 \x01(\x08\x12\x14\n\x0coperation_id\x18\x05 \x01(\t\x12\x15\n\rstore_options\x18\x06 \x03(\t\"q\n\x0fRestoreResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x19.nbferry.v1.RestoreResultH\x00\x42\x07\n\x05\x65vent\"\xdb\x02\n\rRestoreResult\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06loaded\x18\x03 \x03(\t\x12\x12\n\nrecomputed\x18\x04 \x03(\t\x12\x0f\n\x07\x64iffers\x18\x05 \x03(\t\x12\x31\n\x04lost\x18\x06 \x03(\x0b\x32#.nbferry.v1.RestoreResult.LostEntry\x12\x35\n\x06\x66\x61iled\x18\x07 \x03(\x0b\x32%.nbferry.v1.RestoreResult.FailedEntry\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x13\n\x0breport_json\x18\t \x01(\t\x1a+\n\tLostEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0b\x46\x61iledEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\rCancelRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\x32\xe6\x02\n\x0c\x41gentService\x12\x45\n\x08\x44\x65scribe\x12\x1b.nbferry.v1.DescribeRequest\x1a\x1c.nbferry.v1.DescribeResponse\x12\x39\n\x04Plan\x12\x17.nbferry.v1.PlanRequest\x1a\x18.nbferry.v1.PlanResponse\x12M\n\nCheckpoint\x12\x1d.nbferry.v1.CheckpointRequest\x1a\x1e.nbferry.v1.CheckpointResponse0\x01\x12\x44\n\x07Restore\x12\x1a.nbferry.v1.RestoreRequest\x1a\x1b.nbferry.v1.RestoreResponse0\x01\x12?\n\x06\x43\x61ncel\x12\x19.nbferry.v1.CancelRequest\x1a\x1a.nbferry.v1.CancelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,36 +43,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBERESPONSE']._serialized_end=273
   _globals['_VARIABLEINFO']._serialized_start=275
   _globals['_VARIABLEINFO']._serialized_end=342
-  _globals['_PLANOPTIONS']._serialized_start=344
-  _globals['_PLANOPTIONS']._serialized_end=465
-  _globals['_PLANREQUEST']._serialized_start=467
-  _globals['_PLANREQUEST']._serialized_end=544
-  _globals['_PLANRESPONSE']._serialized_start=547
-  _globals['_PLANRESPONSE']._serialized_end=823
-  _globals['_PLANRESPONSE_INFEASIBLEENTRY']._serialized_start=774
-  _globals['_PLANRESPONSE_INFEASIBLEENTRY']._serialized_end=823
-  _globals['_CHECKPOINTREQUEST']._serialized_start=826
-  _globals['_CHECKPOINTREQUEST']._serialized_end=965
-  _globals['_PROGRESS']._serialized_start=967
-  _globals['_PROGRESS']._serialized_end=1033
-  _globals['_CHECKPOINTRESPONSE']._serialized_start=1035
-  _globals['_CHECKPOINTRESPONSE']._serialized_end=1154
-  _globals['_CHECKPOINTRESULT']._serialized_start=1157
-  _globals['_CHECKPOINTRESULT']._serialized_end=1357
-  _globals['_RESTOREREQUEST']._serialized_start=1359
-  _globals['_RESTOREREQUEST']._serialized_end=1475
-  _globals['_RESTORERESPONSE']._serialized_start=1477
-  _globals['_RESTORERESPONSE']._serialized_end=1590
-  _globals['_RESTORERESULT']._serialized_start=1593
-  _globals['_RESTORERESULT']._serialized_end=1940
-  _globals['_RESTORERESULT_LOSTENTRY']._serialized_start=1850
-  _globals['_RESTORERESULT_LOSTENTRY']._serialized_end=1893
-  _globals['_RESTORERESULT_FAILEDENTRY']._serialized_start=1895
-  _globals['_RESTORERESULT_FAILEDENTRY']._serialized_end=1940
-  _globals['_CANCELREQUEST']._serialized_start=1942
-  _globals['_CANCELREQUEST']._serialized_end=1979
-  _globals['_CANCELRESPONSE']._serialized_start=1981
-  _globals['_CANCELRESPONSE']._serialized_end=2016
-  _globals['_AGENTSERVICE']._serialized_start=2019
-  _globals['_AGENTSERVICE']._serialized_end=2377
+  _globals['_PLANOPTIONS']._serialized_start=345
+  _globals['_PLANOPTIONS']._serialized_end=489
+  _globals['_PLANREQUEST']._serialized_start=491
+  _globals['_PLANREQUEST']._serialized_end=568
+  _globals['_PLANRESPONSE']._serialized_start=571
+  _globals['_PLANRESPONSE']._serialized_end=847
+  _globals['_PLANRESPONSE_INFEASIBLEENTRY']._serialized_start=798
+  _globals['_PLANRESPONSE_INFEASIBLEENTRY']._serialized_end=847
+  _globals['_CHECKPOINTREQUEST']._serialized_start=850
+  _globals['_CHECKPOINTREQUEST']._serialized_end=989
+  _globals['_PROGRESS']._serialized_start=991
+  _globals['_PROGRESS']._serialized_end=1057
+  _globals['_CHECKPOINTRESPONSE']._serialized_start=1059
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=1178
+  _globals['_CHECKPOINTRESULT']._serialized_start=1181
+  _globals['_CHECKPOINTRESULT']._serialized_end=1381
+  _globals['_RESTOREREQUEST']._serialized_start=1384
+  _globals['_RESTOREREQUEST']._serialized_end=1523
+  _globals['_RESTORERESPONSE']._serialized_start=1525
+  _globals['_RESTORERESPONSE']._serialized_end=1638
+  _globals['_RESTORERESULT']._serialized_start=1641
+  _globals['_RESTORERESULT']._serialized_end=1988
+  _globals['_RESTORERESULT_LOSTENTRY']._serialized_start=1898
+  _globals['_RESTORERESULT_LOSTENTRY']._serialized_end=1941
+  _globals['_RESTORERESULT_FAILEDENTRY']._serialized_start=1943
+  _globals['_RESTORERESULT_FAILEDENTRY']._serialized_end=1988
+  _globals['_CANCELREQUEST']._serialized_start=1990
+  _globals['_CANCELREQUEST']._serialized_end=2027
+  _globals['_CANCELRESPONSE']._serialized_start=2029
+  _globals['_CANCELRESPONSE']._serialized_end=2064
+  _globals['_AGENTSERVICE']._serialized_start=2067
+  _globals['_AGENTSERVICE']._serialized_end=2425
 # @@protoc_insertion_point(module_scope)

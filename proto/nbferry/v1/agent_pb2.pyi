@@ -43,18 +43,20 @@ class VariableInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type_name: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class PlanOptions(_message.Message):
-    __slots__ = ("store_url", "session_id", "restore_weight", "inputs_on_target", "store_all")
+    __slots__ = ("store_url", "session_id", "restore_weight", "inputs_on_target", "store_all", "store_options")
     STORE_URL_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESTORE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     INPUTS_ON_TARGET_FIELD_NUMBER: _ClassVar[int]
     STORE_ALL_FIELD_NUMBER: _ClassVar[int]
+    STORE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     store_url: str
     session_id: str
     restore_weight: float
     inputs_on_target: bool
     store_all: bool
-    def __init__(self, store_url: _Optional[str] = ..., session_id: _Optional[str] = ..., restore_weight: _Optional[float] = ..., inputs_on_target: _Optional[bool] = ..., store_all: _Optional[bool] = ...) -> None: ...
+    store_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, store_url: _Optional[str] = ..., session_id: _Optional[str] = ..., restore_weight: _Optional[float] = ..., inputs_on_target: _Optional[bool] = ..., store_all: _Optional[bool] = ..., store_options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("options", "wait_seconds")
@@ -144,18 +146,20 @@ class CheckpointResult(_message.Message):
     def __init__(self, checkpoint_id: _Optional[str] = ..., session_id: _Optional[str] = ..., store_url: _Optional[str] = ..., stored: _Optional[_Iterable[str]] = ..., recomputed: _Optional[_Iterable[str]] = ..., stored_bytes: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., seconds: _Optional[float] = ..., report_json: _Optional[str] = ...) -> None: ...
 
 class RestoreRequest(_message.Message):
-    __slots__ = ("store_url", "checkpoint", "session_id", "interrupt", "operation_id")
+    __slots__ = ("store_url", "checkpoint", "session_id", "interrupt", "operation_id", "store_options")
     STORE_URL_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     INTERRUPT_FIELD_NUMBER: _ClassVar[int]
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     store_url: str
     checkpoint: str
     session_id: str
     interrupt: bool
     operation_id: str
-    def __init__(self, store_url: _Optional[str] = ..., checkpoint: _Optional[str] = ..., session_id: _Optional[str] = ..., interrupt: _Optional[bool] = ..., operation_id: _Optional[str] = ...) -> None: ...
+    store_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, store_url: _Optional[str] = ..., checkpoint: _Optional[str] = ..., session_id: _Optional[str] = ..., interrupt: _Optional[bool] = ..., operation_id: _Optional[str] = ..., store_options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RestoreResponse(_message.Message):
     __slots__ = ("progress", "result")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nbferry.v1 import agent_pb2 as nbferry_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nbferry/v1/migrator.proto\x12\nnbferry.v1\x1a\x16nbferry/v1/agent.proto\"U\n\x18RestoreCheckpointRequest\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\"|\n\x19RestoreCheckpointResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.nbferry.v1.RestoredKernelH\x00\x42\x07\n\x05\x65vent\"\xa4\x01\n\x0eRestoredKernel\x12\x11\n\tkernel_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnection_file\x18\x02 \x01(\t\x12\x1c\n\x14\x63onnection_info_json\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12)\n\x06report\x18\x05 \x01(\x0b\x32\x19.nbferry.v1.RestoreResult\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\".\n\x0c\x41gentAddress\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x9c\x01\n\x0eMigrateRequest\x12(\n\x06source\x18\x01 \x01(\x0b\x32\x18.nbferry.v1.AgentAddress\x12\x17\n\x0ftarget_migrator\x18\x02 \x01(\t\x12\x14\n\x0ctarget_token\x18\x03 \x01(\t\x12\x31\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1d.nbferry.v1.CheckpointRequest\"\xaa\x01\n\x0fMigrateResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12\x34\n\x0c\x63heckpointed\x18\x02 \x01(\x0b\x32\x1c.nbferry.v1.CheckpointResultH\x00\x12.\n\x08restored\x18\x03 \x01(\x0b\x32\x1a.nbferry.v1.RestoredKernelH\x00\x42\x07\n\x05\x65vent\"?\n\x16ListCheckpointsRequest\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"J\n\x17ListCheckpointsResponse\x12/\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1a.nbferry.v1.CheckpointInfo\"L\n\x0e\x43heckpointInfo\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\t2\x97\x02\n\x0fMigratorService\x12\x62\n\x11RestoreCheckpoint\x12$.nbferry.v1.RestoreCheckpointRequest\x1a%.nbferry.v1.RestoreCheckpointResponse0\x01\x12\x44\n\x07Migrate\x12\x1a.nbferry.v1.MigrateRequest\x1a\x1b.nbferry.v1.MigrateResponse0\x01\x12Z\n\x0fListCheckpoints\x12\".nbferry.v1.ListCheckpointsRequest\x1a#.nbferry.v1.ListCheckpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nbferry/v1/migrator.proto\x12\nnbferry.v1\x1a\x16nbferry/v1/agent.proto\"l\n\x18RestoreCheckpointRequest\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x15\n\rstore_options\x18\x04 \x03(\t\"|\n\x19RestoreCheckpointResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.nbferry.v1.RestoredKernelH\x00\x42\x07\n\x05\x65vent\"\xa4\x01\n\x0eRestoredKernel\x12\x11\n\tkernel_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnection_file\x18\x02 \x01(\t\x12\x1c\n\x14\x63onnection_info_json\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12)\n\x06report\x18\x05 \x01(\x0b\x32\x19.nbferry.v1.RestoreResult\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\".\n\x0c\x41gentAddress\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x9c\x01\n\x0eMigrateRequest\x12(\n\x06source\x18\x01 \x01(\x0b\x32\x18.nbferry.v1.AgentAddress\x12\x17\n\x0ftarget_migrator\x18\x02 \x01(\t\x12\x14\n\x0ctarget_token\x18\x03 \x01(\t\x12\x31\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1d.nbferry.v1.CheckpointRequest\"\xaa\x01\n\x0fMigrateResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.nbferry.v1.ProgressH\x00\x12\x34\n\x0c\x63heckpointed\x18\x02 \x01(\x0b\x32\x1c.nbferry.v1.CheckpointResultH\x00\x12.\n\x08restored\x18\x03 \x01(\x0b\x32\x1a.nbferry.v1.RestoredKernelH\x00\x42\x07\n\x05\x65vent\"V\n\x16ListCheckpointsRequest\x12\x11\n\tstore_url\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x15\n\rstore_options\x18\x03 \x03(\t\"J\n\x17ListCheckpointsResponse\x12/\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1a.nbferry.v1.CheckpointInfo\"L\n\x0e\x43heckpointInfo\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\t2\x97\x02\n\x0fMigratorService\x12\x62\n\x11RestoreCheckpoint\x12$.nbferry.v1.RestoreCheckpointRequest\x1a%.nbferry.v1.RestoreCheckpointResponse0\x01\x12\x44\n\x07Migrate\x12\x1a.nbferry.v1.MigrateRequest\x1a\x1b.nbferry.v1.MigrateResponse0\x01\x12Z\n\x0fListCheckpoints\x12\".nbferry.v1.ListCheckpointsRequest\x1a#.nbferry.v1.ListCheckpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nbferry.v1.migrator_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESTORECHECKPOINTREQUEST']._serialized_start=65
-  _globals['_RESTORECHECKPOINTREQUEST']._serialized_end=150
-  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_start=152
-  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_end=276
-  _globals['_RESTOREDKERNEL']._serialized_start=279
-  _globals['_RESTOREDKERNEL']._serialized_end=443
-  _globals['_AGENTADDRESS']._serialized_start=445
-  _globals['_AGENTADDRESS']._serialized_end=491
-  _globals['_MIGRATEREQUEST']._serialized_start=494
-  _globals['_MIGRATEREQUEST']._serialized_end=650
-  _globals['_MIGRATERESPONSE']._serialized_start=653
-  _globals['_MIGRATERESPONSE']._serialized_end=823
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=825
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=888
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=890
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=964
-  _globals['_CHECKPOINTINFO']._serialized_start=966
-  _globals['_CHECKPOINTINFO']._serialized_end=1042
-  _globals['_MIGRATORSERVICE']._serialized_start=1045
-  _globals['_MIGRATORSERVICE']._serialized_end=1324
+  _globals['_RESTORECHECKPOINTREQUEST']._serialized_end=173
+  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_start=175
+  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_end=299
+  _globals['_RESTOREDKERNEL']._serialized_start=302
+  _globals['_RESTOREDKERNEL']._serialized_end=466
+  _globals['_AGENTADDRESS']._serialized_start=468
+  _globals['_AGENTADDRESS']._serialized_end=514
+  _globals['_MIGRATEREQUEST']._serialized_start=517
+  _globals['_MIGRATEREQUEST']._serialized_end=673
+  _globals['_MIGRATERESPONSE']._serialized_start=676
+  _globals['_MIGRATERESPONSE']._serialized_end=846
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=848
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=934
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=936
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1010
+  _globals['_CHECKPOINTINFO']._serialized_start=1012
+  _globals['_CHECKPOINTINFO']._serialized_end=1088
+  _globals['_MIGRATORSERVICE']._serialized_start=1091
+  _globals['_MIGRATORSERVICE']._serialized_end=1370
 # @@protoc_insertion_point(module_scope)

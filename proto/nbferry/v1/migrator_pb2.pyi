@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RestoreCheckpointRequest(_message.Message):
-    __slots__ = ("store_url", "checkpoint", "session_id")
+    __slots__ = ("store_url", "checkpoint", "session_id", "store_options")
     STORE_URL_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     store_url: str
     checkpoint: str
     session_id: str
-    def __init__(self, store_url: _Optional[str] = ..., checkpoint: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    store_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, store_url: _Optional[str] = ..., checkpoint: _Optional[str] = ..., session_id: _Optional[str] = ..., store_options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RestoreCheckpointResponse(_message.Message):
     __slots__ = ("progress", "result")
@@ -72,12 +74,14 @@ class MigrateResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[_agent_pb2.Progress, _Mapping]] = ..., checkpointed: _Optional[_Union[_agent_pb2.CheckpointResult, _Mapping]] = ..., restored: _Optional[_Union[RestoredKernel, _Mapping]] = ...) -> None: ...
 
 class ListCheckpointsRequest(_message.Message):
-    __slots__ = ("store_url", "session_id")
+    __slots__ = ("store_url", "session_id", "store_options")
     STORE_URL_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     store_url: str
     session_id: str
-    def __init__(self, store_url: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    store_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, store_url: _Optional[str] = ..., session_id: _Optional[str] = ..., store_options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListCheckpointsResponse(_message.Message):
     __slots__ = ("checkpoints",)
