@@ -355,8 +355,21 @@ _MISSING = object()
 _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
 
 
+_FLAT = (str, int, float, bool, bytes, type(None))
+
+
 def _digest(value: Any) -> bytes | None:
+    """A change detector for one process (not a fingerprint: never leaves the kernel).
+
+    Flat lists and dicts of plain scalars hash in C (strings cache their hash),
+    about 4x faster than pickling them; anything else is fingerprinted.
+    """
+    cls = type(value)
     try:
+        if (cls is list or cls is tuple) and all(type(v) in _FLAT for v in value):
+            return b"L" + hash(tuple(value)).to_bytes(8, "little", signed=True)
+        if cls is dict and all(type(k) in _FLAT and type(v) in _FLAT for k, v in value.items()):
+            return b"D" + hash(tuple(value.items())).to_bytes(8, "little", signed=True)
         return fingerprint(value)
     except Exception:
         return None
@@ -464,7 +477,12 @@ def _ignored_prefixes() -> tuple[str, ...]:
     for var in ("IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "MPLCONFIGDIR"):
         if os.environ.get(var):
             prefixes.add(os.environ[var])
-    return tuple(os.path.realpath(p) + os.sep for p in prefixes if p)
+    # Both spellings: paths are checked as given first, to skip realpath() on
+    # the hundreds of files an import opens.
+    return tuple(
+        {os.path.realpath(p) + os.sep for p in prefixes if p}
+        | {os.path.abspath(p) + os.sep for p in prefixes if p}
+    )
 
 
 _WRITE_MODES = frozenset("wax+")
@@ -502,9 +520,12 @@ def _audit(event: str, args: tuple) -> None:
             mode is None and flags & _WRITE_FLAGS
         )
         try:
-            full = os.path.realpath(os.fsdecode(path))
+            given = os.fsdecode(path)
         except (TypeError, ValueError):
             return
+        if given.endswith(_CODE_SUFFIXES) or given.startswith(recorder._ignored):
+            return  # imports and the Python install: the common case, kept cheap
+        full = os.path.realpath(given)
         if full.startswith(("/dev/null",)):
             return
         recorder.record_effect("file_write" if writes else "file_read", full)
