@@ -186,6 +186,12 @@ def environment(captured: Captured, user_ns: dict[str, Any]) -> pb.Environment:
     return env
 
 
+def _labels(user_ns: dict[str, Any]) -> dict[str, str]:
+    """The notebook's path as Jupyter gave it to the kernel, when it did."""
+    notebook = user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+    return {"notebook": str(notebook)} if notebook else {}
+
+
 class PlanError(ValueError):
     """Some variables can be neither stored nor safely recomputed; nothing was uploaded."""
 
@@ -291,6 +297,7 @@ def checkpoint(
         history=pb.History(cells=planned.cells),
         environment=environment(captured, user_ns),
         message=message,
+        labels=_labels(user_ns),
         progress=progress,
     )
     observe(store, written=result.raw_bytes, seconds=result.seconds)

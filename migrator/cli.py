@@ -446,6 +446,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK if not out["lost"] and not out["differs"] else EXIT_FAILED
 
 
+def _jupyter(args: argparse.Namespace) -> tuple[str, str] | None:
+    if not args.jupyter_url:
+        return None
+    if args.jupyter_token_file:
+        with open(args.jupyter_token_file) as f:
+            return args.jupyter_url, f.read().strip()
+    token = os.environ.get("JUPYTER_TOKEN", "")
+    if not token:
+        raise ValueError(
+            "--jupyter-url needs the server's token: --jupyter-token-file or $JUPYTER_TOKEN"
+        )
+    return args.jupyter_url, token
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from nbferry.migrator.service import serve
 
@@ -483,6 +497,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace=args.grace,
         ready=ready,
         store_options=args.store_option,
+        jupyter=_jupyter(args),
     )
     return EXIT_OK
 
@@ -662,6 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     p.add_argument("--workdir", help="working directory of new kernels (default: here)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to finish calls on stop")
+    p.add_argument(
+        "--jupyter-url",
+        help="make kernels through this Jupyter server (same user and host), so restored "
+        "sessions show in JupyterLab",
+    )
+    p.add_argument("--jupyter-token-file", help="its token (default: $JUPYTER_TOKEN)")
     _store_args(p)
     p.set_defaults(func=cmd_serve)
 

@@ -34,13 +34,19 @@ class NewKernel:
     kernel_id: str
     connection_file: str
     pid: int
-    manager: KernelManager
+    manager: KernelManager | None
+    stop: Callable[[], None] | None = None  # for kernels a Jupyter server owns
 
     def connection_info(self) -> dict[str, Any]:
         return json.loads(Path(self.connection_file).read_text())
 
     def kill(self) -> None:
         """Stop the kernel and remove its files (used when a restore into it failed)."""
+        if self.manager is None:
+            if self.stop is not None:
+                with contextlib.suppress(Exception):
+                    self.stop()  # the server shuts the kernel down and removes its files
+            return
         try:
             self.manager.shutdown_kernel(now=True)
         except Exception:
@@ -122,16 +128,35 @@ def _wait_for_agent(kernel_id: str, timeout: float) -> None:
             time.sleep(0.05)
 
 
+def start_kernel_via_jupyter(url: str, token: str, notebook: str) -> NewKernel:
+    """A kernel a Jupyter server starts for `notebook`, with the agent loaded."""
+    from nbferry.migrator.jupyter import JupyterServer, connection_file, load_agent
+
+    server = JupyterServer(url, token)
+    session_id, kernel_id = server.start_session(notebook)
+    kernel = NewKernel(kernel_id, "", 0, None, stop=lambda: server.stop_session(session_id))
+    try:
+        kernel.connection_file = str(connection_file(kernel_id))
+        load_agent(Path(kernel.connection_file))
+        _wait_for_agent(kernel_id, 60)
+        kernel.pid = find_agent(kernel_id).pid
+    except BaseException:
+        kernel.kill()
+        raise
+    return kernel
+
+
 def restore_into_new_kernel(
     cwd: str | Path,
     request: apb.RestoreRequest,
     on_progress: Callable[[apb.Progress], None] | None = None,
     env: dict[str, str] | None = None,
+    starter: Callable[[], NewKernel] | None = None,
 ) -> tuple[NewKernel, apb.RestoreResult]:
     """Start a kernel, restore into it; the kernel is removed again if the restore fails."""
     if on_progress:
         on_progress(apb.Progress(phase="starting kernel"))
-    kernel = start_kernel(cwd, env)
+    kernel = starter() if starter is not None else start_kernel(cwd, env)
     try:
         info = find_agent(kernel.kernel_id)
         with AgentClient(info.address, info.token) as agent:

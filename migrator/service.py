@@ -9,6 +9,7 @@ TLS, or mutual TLS with a client CA. Logs are JSON lines on stderr.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from nbferry.agent.grpcauth import TokenAuth, bearer
 from nbferry.migrator.agents import AgentClient
-from nbferry.migrator.launch import hostname, restore_into_new_kernel
+from nbferry.migrator.launch import hostname, restore_into_new_kernel, start_kernel_via_jupyter
 from nbferry.storage import CheckpointNotFoundError, StoreError, open_store, parse_options
 from nbferry.v1 import agent_pb2 as apb
 from nbferry.v1 import migrator_pb2 as mpb
@@ -51,11 +52,16 @@ def _event(msg: str, **fields: Any) -> None:
 
 class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
     def __init__(
-        self, store_url: str, workdir: str | Path, store_options: list[str] | None = None
+        self,
+        store_url: str,
+        workdir: str | Path,
+        store_options: list[str] | None = None,
+        jupyter: tuple[str, str] | None = None,
     ) -> None:
         self.store_url = store_url
         self.store_options = list(store_options or [])
         self.workdir = Path(workdir)
+        self.jupyter = jupyter  # (url, token): kernels are made by that Jupyter server
 
     def _store(self, url: str, options: Any) -> tuple[str, list[str]]:
         """The request's store and options, or this migrator's own."""
@@ -88,6 +94,12 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
         _event("restore started", checkpoint=ref.checkpoint_id, store=store_url)
         events = _Relay()
 
+        starter = None
+        if self.jupyter is not None:
+            notebook = _notebook_path(store.read_manifest(ref))
+            url, jupyter_token = self.jupyter
+            starter = functools.partial(start_kernel_via_jupyter, url, jupyter_token, notebook)
+
         def work() -> Any:
             return restore_into_new_kernel(
                 self.workdir,
@@ -95,6 +107,7 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
                     store_url=store_url, checkpoint=ref.checkpoint_id, store_options=options
                 ),
                 on_progress=events.put,
+                starter=starter,
             )
 
         try:
@@ -190,6 +203,14 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
         )
 
 
+def _notebook_path(manifest: Any) -> str:
+    """Where the session's notebook sits below the Jupyter server's root."""
+    notebook = manifest.labels.get("notebook", "")
+    if notebook and not os.path.isabs(notebook):
+        return notebook
+    return os.path.basename(notebook) or f"{manifest.session_id}.ipynb"
+
+
 class _Relay:
     """Runs blocking work on a thread and relays its progress events to a generator."""
 
@@ -280,6 +301,7 @@ def serve(
     grace: float = 30.0,
     ready: Callable[[str], None] | None = None,
     store_options: list[str] | None = None,
+    jupyter: tuple[str, str] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop taking calls and finish those running."""
     handler = logging.StreamHandler(sys.stderr)
@@ -293,7 +315,7 @@ def serve(
         interceptors=[TokenAuth(token)],
     )
     migrator_pb2_grpc.add_MigratorServiceServicer_to_server(
-        MigratorServicer(store_url, workdir or os.getcwd(), store_options), server
+        MigratorServicer(store_url, workdir or os.getcwd(), store_options, jupyter), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

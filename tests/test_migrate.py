@@ -315,3 +315,57 @@ def test_store_options_reach_every_hop(hosts: tuple[Host, Host, str], s3_endpoin
         assert moved["checkpoint_id"] in [c.checkpoint_id for c in listed.checkpoints]
     finally:
         migrator.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_migrate_into_a_jupyter_server_shows_the_session_there(
+    hosts: tuple[Host, Host, str],
+) -> None:
+    from nbferry.migrator.jupyter import JupyterServer
+
+    a, b, store = hosts
+    port = _free_port()
+    b.env["JUPYTER_TOKEN"] = "jupyter-test-token"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", "--allow-root",
+         f"--ServerApp.root_dir={b.work}"],
+        env=b.env, cwd=b.work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    jupyter = JupyterServer(f"http://127.0.0.1:{port}", "jupyter-test-token")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                jupyter.sessions()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "jupyter server did not start"
+                time.sleep(0.2)
+        migrator = Migrator(b, store, "--jupyter-url", jupyter.url)
+        try:
+            a.env["JPY_SESSION_NAME"] = "analysis.ipynb"  # what Jupyter tells a notebook kernel
+            with source_kernel(a) as src:
+                src.run("xs = list(range(10))")
+                out = a.nbferry("migrate", "--kernel", src.kernel_id, "--to", migrator.address,
+                                "--store", store, "--json")  # fmt: skip
+                assert out.returncode == 0, out.stderr
+            moved = json.loads(out.stdout)
+            sessions = {s["kernel"]["id"]: s["path"] for s in jupyter.sessions()}
+            assert sessions.get(moved["kernel_id"]) == "analysis.ipynb"
+            assert kernel_value(moved["connection_file"], "sum(xs)") == 45
+        finally:
+            migrator.stop()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
