@@ -100,12 +100,26 @@ class Recorder:
         if _active is self:
             _active = None
 
-    def adopt(self, history: pb.History) -> bool:
-        """Take over a restored session's history when this kernel has none of its own."""
-        if self.cells:
-            return False
-        self.cells.extend(history.cells)
-        return True
+    def adopt(self, history: pb.History, restored: list[str], checkpoint_id: str) -> bool:
+        """Take over a restored session's history when this kernel has none of its own.
+
+        Otherwise the restore itself becomes one unsafe cell that wrote every
+        restored name, so no later plan reruns an older local cell for them.
+        """
+        if not self.cells:
+            self.cells.extend(history.cells)
+            return True
+        self.cells.append(
+            pb.CellExecution(
+                index=len(self.cells),
+                execution_count=getattr(self.shell, "execution_count", 0) or 0,
+                source=f"%nbferry restore {checkpoint_id}",
+                writes=sorted(set(restored)),
+                side_effects=[pb.SideEffect(kind="nbferry", target="%nbferry restore")],
+                unsafe=f"it restored checkpoint {checkpoint_id}",
+            )
+        )
+        return False
 
     # -- hooks -----------------------------------------------------------------
     def pre_run_cell(self, info: Any) -> None:

@@ -127,7 +127,10 @@ def restore(
     _restore_history(shell, manifest.history)
     from nbferry.agent.recorder import recorder_of
 
-    recorder_of(shell).adopt(manifest.history)  # so the next checkpoint can recompute too
+    # So the next checkpoint can recompute too, or at least knows what came from here.
+    recorder_of(shell).adopt(
+        manifest.history, loaded + outcome.recomputed + outcome.differs, manifest.checkpoint_id
+    )
     lost = outcome.lost + [
         {"name": s.name, "reason": f"not saved at checkpoint: {s.reason}"} for s in manifest.skipped
     ]

@@ -340,3 +340,21 @@ def test_cells_that_cannot_be_replayed_are_recorded_as_unsafe(source: Kernel) ->
     assert "outside Python" in got[3]["unsafe"] and "sqlite3.connect" in got[3]["unsafe"]
     assert "output history" in got[5]["unsafe"]
     assert "%nbferry" in got[6]["unsafe"] and got[6]["writes"] == ["z"]
+
+
+def test_a_restore_into_a_kernel_with_its_own_history_is_recorded(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    _, b, store = dirs
+    source.run("import numpy as np")
+    source.run("big = np.ones((2000, 1000))")
+    checkpoint(source, store, "--restore-weight 0.05")
+    with Kernel(b, ENV) as k:
+        k.run("%load_ext nbferry.agent")
+        k.run("big = 'a local value made by a cheap cell'")
+        k.run(f"nbf_r = %nbferry restore --store {store} --session t")
+        last = cells(k)[-1]
+        assert last["writes"] == ["big", "np"] and "restored checkpoint" in last["unsafe"]
+        # The next plan cannot rerun the local cell for `big`: it stores it.
+        plan = plan_of(k)
+        assert "big" in plan["store"] and "big" not in plan["recompute"]
