@@ -18,7 +18,10 @@ kernel through a fresh, empty local store (nothing is deduplicated):
   the `seconds` it reports (from its first call to the restored kernel).
 
 Overhead = migrate / direct. Target (issue 5): at most 1.05x. The two methods
-alternate order across repetitions; medians are reported.
+alternate order across repetitions; medians are reported. With
+``--checkpoint-flags=--store-all`` both methods move the same plan, so only
+the control plane differs (by default each plans for itself, and the store's
+measured speed, refined after every transfer, can tip near-tie decisions).
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ NOTEBOOKS = Path(__file__).with_name("notebooks")
 NBFERRY = str(Path(sys.executable).with_name("nbferry"))
 
 
-def direct(source: Kernel, store: str, cwd: Path) -> float:
+def direct(source: Kernel, store: str, cwd: Path, flags: str) -> float:
     started = time.perf_counter()
-    source.run(f"_r = %nbferry checkpoint --store {store} --session direct")
+    source.run(f"_r = %nbferry checkpoint --store {store} --session direct {flags}")
     checkpoint_id = source.value("_r['checkpoint_id']")
     with Kernel(cwd) as target:
         target.run("%load_ext nbferry.agent")
@@ -54,11 +57,13 @@ def direct(source: Kernel, store: str, cwd: Path) -> float:
     return elapsed
 
 
-def migrate(source: Kernel, store: str, address: str, env: dict[str, str]) -> tuple[float, float]:
+def migrate(
+    source: Kernel, store: str, address: str, env: dict[str, str], flags: str
+) -> tuple[float, float]:
     started = time.perf_counter()
     out = subprocess.run(
         [NBFERRY, "migrate", "--kernel", source.kernel_id, "--to", address,
-         "--store", store, "--session", "migrate", "--json"],
+         "--store", store, "--session", "migrate", "--json", *flags.split()],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     wall = time.perf_counter() - started
@@ -78,6 +83,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--notebooks", default="")
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument(
+        "--checkpoint-flags",
+        default="",
+        help="options for both methods' checkpoint, e.g. '--store-all' so both move the "
+        "same plan and only the control plane differs",
+    )
     args = parser.parse_args()
     names = [n for n in args.notebooks.split(",") if n] or sorted(
         p.stem for p in NOTEBOOKS.glob("*.ipynb")
@@ -102,9 +113,13 @@ def main() -> int:
                         for method in order:
                             store = (root / f"{name}-{method}-{rep}").as_uri()
                             if method == "direct":
-                                times["direct"].append(direct(source, store, work))
+                                times["direct"].append(
+                                    direct(source, store, work, args.checkpoint_flags)
+                                )
                             else:
-                                wall, reported = migrate(source, store, migrator.address, env)
+                                wall, reported = migrate(
+                                    source, store, migrator.address, env, args.checkpoint_flags
+                                )
                                 times["migrate"].append(wall)
                                 times["reported"].append(reported)
                 med = {k: statistics.median(v) for k, v in times.items()}
@@ -114,7 +129,10 @@ def main() -> int:
                     f"(reported {med['reported']:.2f} s)",
                     file=sys.stderr,
                 )
-    print(f"## nbferry migrate vs direct checkpoint + restore ({args.reps} rep(s), medians)\n")
+    flags = f", checkpoint flags: {args.checkpoint_flags}" if args.checkpoint_flags else ""
+    print(
+        f"## nbferry migrate vs direct checkpoint + restore ({args.reps} rep(s), medians{flags})\n"
+    )
     print("| notebook | direct s | migrate s (wall) | ratio | migrate s (reported) | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, med in rows:
