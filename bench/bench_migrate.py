@@ -37,8 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nbferry.migrator.demo import _Migrator
-from nbferry.migrator.kernels import Kernel, notebook_cells
+from nbferry.migrator.kernels import Kernel, notebook_cells, shutdown_kernel
+from nbferry.migrator.service import LocalMigrator
 
 NOTEBOOKS = Path(__file__).with_name("notebooks")
 NBFERRY = str(Path(sys.executable).with_name("nbferry"))
@@ -70,12 +70,7 @@ def migrate(
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
     moved = json.loads(out.stdout)
-    subprocess.run(  # the restored kernel is not needed any more
-        [sys.executable, "-c", "import sys; from jupyter_client.blocking import "
-         "BlockingKernelClient as C; c = C(connection_file=sys.argv[1]); "
-         "c.load_connection_file(); c.start_channels(); c.shutdown()", moved["connection_file"]],
-        timeout=60, check=False,
-    )  # fmt: skip
+    shutdown_kernel(moved["connection_file"])  # the restored kernel is not needed any more
     return wall, moved["seconds"]
 
 
@@ -99,7 +94,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nbferry-bench-migrate-") as tmp:
         root = Path(tmp)
         (root / "migrator").mkdir()
-        with _Migrator((root / "unused").as_uri(), token, root / "migrator") as migrator:
+        with LocalMigrator((root / "unused").as_uri(), root / "migrator", env=env) as migrator:
             for name in names:
                 work = root / name
                 work.mkdir()

@@ -13,9 +13,6 @@ import getpass
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +21,7 @@ from typing import Any
 from nbferry.migrator.agents import find_agent
 from nbferry.migrator.kernels import Kernel, notebook_cells
 from nbferry.migrator.report import table
-from nbferry.migrator.service import MigratorClient
+from nbferry.migrator.service import LocalMigrator, MigratorClient
 from nbferry.storage import Store
 from nbferry.v1 import agent_pb2 as apb
 from nbferry.v1 import migrator_pb2 as mpb
@@ -39,13 +36,14 @@ DESCRIBE = (
 def run_demo(store: Store, log: Any = print) -> dict[str, Any]:
     session = f"demo-{getpass.getuser()}"
     token = secrets.token_urlsafe(16)
+    env = {**os.environ, "NBFERRY_TOKEN": token}
     with tempfile.TemporaryDirectory(prefix="nbferry-demo-") as tmp:
         source_dir, target_dir = Path(tmp, "source"), Path(tmp, "target")
         source_dir.mkdir()
         target_dir.mkdir()
         with (
-            _Migrator(store.url, token, source_dir) as near,
-            _Migrator(store.url, token, target_dir) as far,
+            LocalMigrator(store.url, source_dir, env=env) as near,
+            LocalMigrator(store.url, target_dir, env=env) as far,
         ):
             log(f"migrators: {near.address} (source side), {far.address} (target side)")
             log(f"source kernel in {source_dir}: running {SAMPLE.name}")
@@ -163,38 +161,3 @@ def render(result: dict[str, Any]) -> str:
     lines.append("session moved: all variables equal" if result["ok"] else "SESSION DIFFERS")
     lines.append(f"next: nbferry list; nbferry show latest --session {result['session_id']}")
     return "\n".join(lines)
-
-
-class _Migrator:
-    """`nbferry serve` in a child process on a free loopback port."""
-
-    def __init__(self, store_url: str, token: str, workdir: Path) -> None:
-        self.log = open(workdir.parent / f"migrator-{workdir.name}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nbferry.migrator.cli", "serve", "--listen", "127.0.0.1:0",
-             "--store", store_url, "--workdir", str(workdir)],
-            env={**os.environ, "NBFERRY_TOKEN": token},
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )  # fmt: skip
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line:
-            self.close()
-            raise RuntimeError(f"migrator did not start (see {self.log.name})")
-        self.address = json.loads(line)["listening"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-
-    def __enter__(self) -> _Migrator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

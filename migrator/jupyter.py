@@ -3,8 +3,8 @@
 `nbferry serve --jupyter-url URL` restores into kernels made this way: the
 server owns the kernel (POST /api/sessions with the notebook's path), and the
 migrator attaches to it through the connection file the server writes in the
-shared Jupyter runtime folder (same user, same host), loads the agent there
-and restores through it.
+shared Jupyter runtime folder (same user, same host); launch.py loads the
+agent there and restores through it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.blocking import BlockingKernelClient
 from jupyter_core.paths import jupyter_runtime_dir
 
 from nbferry.migrator.errors import KernelError
@@ -78,16 +77,3 @@ def connection_file(kernel_id: str, timeout: float = 30) -> Path:
             )
         time.sleep(0.05)
     return path
-
-
-def load_agent(connection: Path, timeout: float = 60) -> None:
-    client = BlockingKernelClient(connection_file=str(connection))
-    client.load_connection_file()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=timeout)
-        reply = client.execute_interactive("%load_ext nbferry.agent", timeout=timeout, silent=True)
-        if reply["content"].get("status") != "ok":
-            raise KernelError(f"loading the agent failed: {reply['content'].get('evalue')}")
-    finally:
-        client.stop_channels()

@@ -16,7 +16,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from nbferry.migrator.errors import KernelError
 
-__all__ = ["Kernel", "KernelError", "find_connection_file", "notebook_cells"]
+__all__ = ["Kernel", "KernelError", "find_connection_file", "notebook_cells", "shutdown_kernel"]
 
 
 class Kernel:
@@ -141,6 +141,17 @@ class Kernel:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def shutdown_kernel(connection_file: str | Path) -> None:
+    """Ask the kernel behind a connection file to shut down (one it did not start)."""
+    client = BlockingKernelClient(connection_file=str(connection_file))
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.shutdown()
+    finally:
+        client.stop_channels()
 
 
 def find_connection_file(ref: str) -> Path:

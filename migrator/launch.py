@@ -97,7 +97,17 @@ def start_kernel(
             stderr=log,
         )
     kernel = NewKernel(kernel_id, manager.connection_file, manager.provisioner.pid, manager)
-    client = BlockingKernelClient(connection_file=manager.connection_file)
+    try:
+        load_agent(kernel.connection_file, kernel_id, timeout)
+    except BaseException:
+        kernel.kill()
+        raise
+    return kernel
+
+
+def load_agent(connection_file: str, kernel_id: str, timeout: float = 60) -> None:
+    """`%load_ext nbferry.agent` in a running kernel, then wait until its agent serves."""
+    client = BlockingKernelClient(connection_file=connection_file)
     client.load_connection_file()
     client.start_channels()
     try:
@@ -105,16 +115,8 @@ def start_kernel(
         reply = client.execute_interactive("%load_ext nbferry.agent", timeout=timeout, silent=True)
         if reply["content"].get("status") != "ok":
             raise KernelError(f"loading the agent failed: {reply['content'].get('evalue')}")
-        _wait_for_agent(kernel_id, timeout)
-    except BaseException:
+    finally:
         client.stop_channels()
-        kernel.kill()
-        raise
-    client.stop_channels()
-    return kernel
-
-
-def _wait_for_agent(kernel_id: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -130,15 +132,14 @@ def _wait_for_agent(kernel_id: str, timeout: float) -> None:
 
 def start_kernel_via_jupyter(url: str, token: str, notebook: str) -> NewKernel:
     """A kernel a Jupyter server starts for `notebook`, with the agent loaded."""
-    from nbferry.migrator.jupyter import JupyterServer, connection_file, load_agent
+    from nbferry.migrator.jupyter import JupyterServer, connection_file
 
     server = JupyterServer(url, token)
     session_id, kernel_id = server.start_session(notebook)
     kernel = NewKernel(kernel_id, "", 0, None, stop=lambda: server.stop_session(session_id))
     try:
         kernel.connection_file = str(connection_file(kernel_id))
-        load_agent(Path(kernel.connection_file))
-        _wait_for_agent(kernel_id, 60)
+        load_agent(kernel.connection_file, kernel_id)
         kernel.pid = find_agent(kernel_id).pid
     except BaseException:
         kernel.kill()

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -287,6 +288,60 @@ class MigratorClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class LocalMigrator:
+    """`nbferry serve` in a child process on a free port; used by the demo, tests and bench.
+
+    The child's first line of output gives the address; its JSON-line log goes
+    to `log_path` (default: beside `workdir`), and `stop()` returns it. `env`
+    must carry NBFERRY_TOKEN; `prefix` runs the command under another (e.g.
+    `ip netns exec NAME`).
+    """
+
+    def __init__(
+        self,
+        store_url: str,
+        workdir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        listen: str = "127.0.0.1:0",
+        log_path: Path | None = None,
+        prefix: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self.log_path = log_path or workdir.parent / f"migrator-{workdir.name}.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "nbferry.migrator.cli", "serve",
+                 "--listen", listen, "--store", store_url, "--workdir", str(workdir), *extra],
+                env=env if env is not None else dict(os.environ),
+                cwd=workdir,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )  # fmt: skip
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line:
+            raise RuntimeError(f"migrator did not start: {self.stop()}")
+        self.address = json.loads(line)["listening"]
+
+    def stop(self) -> str:
+        """SIGTERM (SIGKILL after 30 s); returns the migrator's log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return self.log_path.read_text()
+
+    def __enter__(self) -> LocalMigrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def serve(

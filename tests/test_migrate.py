@@ -8,6 +8,7 @@ process is real: kernels via jupyter_client, gRPC over sockets, S3 over HTTP.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
@@ -23,8 +24,8 @@ import grpc
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
-from nbferry.migrator.kernels import Kernel
-from nbferry.migrator.service import MigratorClient
+from nbferry.migrator.kernels import Kernel, shutdown_kernel
+from nbferry.migrator.service import LocalMigrator, MigratorClient
 from nbferry.v1 import migrator_pb2 as mpb
 
 NBFERRY = str(Path(sys.executable).with_name("nbferry"))
@@ -70,31 +71,9 @@ def make_host(root: Path, s3_endpoint: str) -> Host:
     return Host(root, env)
 
 
-class Migrator:
-    def __init__(self, host: Host, store: str, *extra: str) -> None:
-        self.host = host
-        self.proc = subprocess.Popen(
-            [NBFERRY, "serve", "--listen", "127.0.0.1:0", "--store", store,
-             "--workdir", str(host.work), *extra],
-            env=host.env,
-            cwd=host.work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"migrator did not start: {self.proc.stderr.read()}")
-        self.address = json.loads(line)["listening"]
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.stderr.read()
+def Migrator(host: Host, store: str, *extra: str) -> LocalMigrator:
+    """Host `host`'s migrator."""
+    return LocalMigrator(store, host.work, *extra, env=host.env)
 
 
 @pytest.fixture
@@ -106,22 +85,8 @@ def hosts(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> Iterator[tuple[Ho
         for conn in host.runtime.glob("kernel-*.json"):
             if conn.name.endswith(".nbferry.json"):
                 continue
-            try:
-                pid = json.loads(conn.read_text()).get("pid")
-            except ValueError:
-                pid = None
-            _kill_kernel(conn, pid)
-
-
-def _kill_kernel(connection_file: Path, pid: int | None) -> None:
-    client = BlockingKernelClient(connection_file=str(connection_file))
-    try:
-        client.load_connection_file()
-        client.start_channels()
-        client.shutdown()
-        client.stop_channels()
-    except Exception:
-        pass
+            with contextlib.suppress(Exception):
+                shutdown_kernel(conn)
 
 
 def source_kernel(host: Host) -> Kernel:

@@ -21,7 +21,9 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from test_migrate import NBFERRY, Host, make_host, source_kernel
+from test_migrate import Host, make_host, source_kernel
+
+from nbferry.migrator.service import LocalMigrator
 
 SUBNET = "10.213.{}.{}"
 
@@ -58,11 +60,7 @@ def netns() -> Iterator[tuple[str, str, str] | None]:
         _ip("link", "del", here)
 
 
-_SHUTDOWN = (
-    "import sys; from jupyter_client.blocking import BlockingKernelClient as C; "
-    "c = C(connection_file=sys.argv[1]); c.load_connection_file(); c.start_channels(); "
-    "c.shutdown()"
-)
+_SHUTDOWN = "import sys; from nbferry.migrator.kernels import shutdown_kernel as s; s(sys.argv[1])"
 
 
 def _value_on_b(prefix: list[str], connection_file: str, expr: str) -> object:
@@ -98,15 +96,9 @@ def test_migrate_to_a_host_in_another_network_namespace(
         a: Host = make_host(tmp_path / "A", endpoint)
         b: Host = make_host(tmp_path / "B", endpoint)
         store = "s3://netns/sessions"
-        migrator = subprocess.Popen(
-            [*prefix, NBFERRY, "serve", "--listen", f"{theirs}:0", "--store", store,
-             "--workdir", str(b.work)],
-            env=b.env, cwd=b.work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+        migrator = LocalMigrator(store, b.work, env=b.env, listen=f"{theirs}:0", prefix=prefix)
         try:
-            line = migrator.stdout.readline()
-            assert line, "migrator did not start"
-            address = json.loads(line)["listening"]
+            address = migrator.address
             assert address.startswith(theirs)
             with source_kernel(a) as src:
                 src.run("import numpy as np\nbig = np.zeros((2000, 1000))\nxs = [1, 2]\nys = [xs]")
@@ -121,11 +113,10 @@ def test_migrate_to_a_host_in_another_network_namespace(
             if netns is not None:  # the restored kernel really lives in the other namespace
                 assert os.readlink(f"/proc/{got[2]}/ns/net") != os.readlink("/proc/self/ns/net")
         finally:
-            migrator.terminate()
-            migrator.wait(30)
+            migrator.stop()
             for conn in b.runtime.glob("kernel-*.json"):
                 if not conn.name.endswith(".nbferry.json"):
-                    subprocess.run(
+                    subprocess.run(  # from inside the namespace, where its ports are
                         [*prefix, sys.executable, "-c", _SHUTDOWN, str(conn)],
                         timeout=60,
                         check=False,
