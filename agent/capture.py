@@ -20,6 +20,7 @@ from nbferry.agent.covariables import group
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.agent.pickling import STATE_POD
+from nbferry.agent.session import notebook_path
 from nbferry.storage import PodData, Store, StoreError
 from nbferry.storage.speed import observe
 from nbferry.v1 import manifest_pb2 as pb
@@ -188,8 +189,8 @@ def environment(captured: Captured, user_ns: dict[str, Any]) -> pb.Environment:
 
 def _labels(user_ns: dict[str, Any]) -> dict[str, str]:
     """The notebook's path as Jupyter gave it to the kernel, when it did."""
-    notebook = user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
-    return {"notebook": str(notebook)} if notebook else {}
+    notebook = notebook_path(user_ns)
+    return {"notebook": notebook} if notebook else {}
 
 
 class PlanError(ValueError):
@@ -218,10 +219,7 @@ def plan_checkpoint(
         except StoreError:
             manifest = None  # a damaged parent only costs deduplication
         if manifest is not None:
-            stored_pods = {p.id for p in manifest.pods}
-            already = {
-                n: r.digest for n, r in manifest.variables.items() if r.pod_id in stored_pods
-            }
+            already = planning.stored_digests(manifest)
     return planning.plan_session(
         captured.variables,
         [s.name for s in captured.skipped],

@@ -24,6 +24,7 @@ the weight to favour fast restores, lower it to favour fast checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,12 @@ class Planned:
             "restore_weight": self.restore_weight,
             "inputs_on_target": self.inputs_on_target,
         }
+
+
+def stored_digests(manifest: pb.Manifest) -> dict[str, bytes]:
+    """Name -> pod digest, for the variables whose pods this checkpoint stored."""
+    stored_pods = {p.id for p in manifest.pods}
+    return {n: r.digest for n, r in manifest.variables.items() if r.pod_id in stored_pods}
 
 
 def cells_for_plan(
@@ -211,9 +218,7 @@ def plan_restorable(
             lacking = sorted(gone & cell.reads) if cell.safe else []
             if lacking:
                 why = f"it reads {', '.join(lacking)}, which cannot be restored"
-                cells[i] = planner.Cell(
-                    cell.index, cell.runtime, cell.reads, cell.writes, False, why, cell.label
-                )
+                cells[i] = dataclasses.replace(cell, safe=False, why=why)
                 changed = True
         if not changed:
             return result
@@ -246,9 +251,7 @@ def plan_session(
     if store_all:
         # Storing everything is a plan with no reruns: unserializable values are lost.
         why = "--store-all reruns no cell"
-        cells = [
-            planner.Cell(c.index, c.runtime, c.reads, c.writes, False, why, c.label) for c in cells
-        ]
+        cells = [dataclasses.replace(c, safe=False, why=why) for c in cells]
     result = plan_restorable(cells, pv, speed=restore_weight)
     planned = Planned(
         plan=result,

@@ -73,10 +73,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             return self.main.call(
                 fn, timeout, interrupt=interrupt, cancelled=cancelled, on_wait=on_wait
             )
-        except KernelBusy as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except Cancelled as exc:
-            context.abort(grpc.StatusCode.CANCELLED, str(exc))
         except Exception as exc:
             context.abort(*_status(exc))
 
@@ -123,10 +119,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 if kind is _DONE:
                     return
                 if kind == "error":
-                    if isinstance(value, KernelBusy):
-                        context.abort(grpc.StatusCode.UNAVAILABLE, str(value))
-                    if isinstance(value, Cancelled):
-                        context.abort(grpc.StatusCode.CANCELLED, str(value))
                     context.abort(*_status(value))
                 yield kind, value
         finally:
@@ -307,6 +299,10 @@ def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     from nbferry.agent.restore import RestoreError
     from nbferry.storage import CheckpointNotFoundError, StoreAccessError, StoreError
 
+    if isinstance(exc, KernelBusy):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, Cancelled):
+        return grpc.StatusCode.CANCELLED, str(exc)
     if isinstance(exc, CheckpointNotFoundError):
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, PlanError | RestoreError):

@@ -27,12 +27,17 @@ def session_id_for(user: str, notebook: str) -> str:
     return clean
 
 
+def notebook_path(user_ns: dict[str, Any]) -> str:
+    """The notebook's path as Jupyter gave it to the kernel; '' when it did not."""
+    return str(user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or "")
+
+
 def default_session_id(user_ns: dict[str, Any]) -> str:
     """From the notebook path Jupyter gives the kernel; else the kernel's id; else the pid."""
     user = os.environ.get("JUPYTERHUB_USER") or _user()
-    notebook = user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+    notebook = notebook_path(user_ns)
     if notebook:
-        return session_id_for(user, str(notebook))
+        return session_id_for(user, notebook)
     kernel = _kernel_id()
     return session_id_for(user, f"kernel-{kernel}" if kernel else f"ipython-{os.getpid()}")
 

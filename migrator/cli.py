@@ -163,7 +163,6 @@ def _plan_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     store = _open(args)
     ref = store.resolve(args.checkpoint or "latest", args.session)
     manifest = store.read_manifest(ref)
-    stored_pods = {p.id for p in manifest.pods}
     planned = planning.plan_session(
         manifest.variables,
         [s.name for s in manifest.skipped],
@@ -172,9 +171,7 @@ def _plan_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         restore_weight=args.restore_weight,
         inputs_on_target=args.inputs_on_target,
         store_all=args.store_all,
-        already_stored={
-            n: r.digest for n, r in manifest.variables.items() if r.pod_id in stored_pods
-        },
+        already_stored=planning.stored_digests(manifest),
         file_problem=planning.file_problem_here if args.here else None,
     )
     report = planned.report()
@@ -196,23 +193,25 @@ def _token(args: argparse.Namespace) -> str:
     return os.environ.get("NBFERRY_TOKEN", "")
 
 
+def _read_file(path: str | None) -> bytes | None:
+    """A certificate or key file's bytes; None when the option was not given."""
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _migrator(args: argparse.Namespace) -> Any:
     from nbferry.migrator.service import MigratorClient
-
-    def read(path: str | None) -> bytes | None:
-        if not path:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
 
     if (args.tls_cert or args.tls_key) and not args.tls_ca:
         raise ValueError("a client certificate needs --tls-ca too (else the token goes in clear)")
     return MigratorClient(
         args.to,
         _token(args),
-        ca=read(args.tls_ca),
-        cert=read(args.tls_cert),
-        key=read(args.tls_key),
+        ca=_read_file(args.tls_ca),
+        cert=_read_file(args.tls_cert),
+        key=_read_file(args.tls_key),
     )
 
 
@@ -470,12 +469,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE)"
         )
 
-    def read(path: str | None) -> bytes | None:
-        if not path:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
-
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("TLS needs both --tls-cert and --tls-key")
     if args.tls_client_ca and not args.tls_cert:
@@ -491,9 +484,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store_url,
         token,
         workdir=args.workdir,
-        tls_cert=read(args.tls_cert),
-        tls_key=read(args.tls_key),
-        tls_client_ca=read(args.tls_client_ca),
+        tls_cert=_read_file(args.tls_cert),
+        tls_key=_read_file(args.tls_key),
+        tls_client_ca=_read_file(args.tls_client_ca),
         grace=args.grace,
         ready=ready,
         store_options=args.store_option,
