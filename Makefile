@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/nbferry/v1/*.proto)
 
-.PHONY: demo test lint proto proto-check bench bench-agent bench-planner bench-planning bench-migrate clean
+.PHONY: demo test lint proto proto-check bench bench-agent bench-planner bench-planning bench-migrate bench-hub clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-planning: $(VENV)/.installed
 
 bench-migrate: $(VENV)/.installed
 	$(PY) bench/bench_migrate.py
+
+bench-hub: $(VENV)/.installed
+	$(PY) bench/bench_hub.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .ruff_cache

@@ -19,6 +19,9 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(NbferryMagics)
     attach(ipython)  # records every later cell: what it read, wrote and cost
     if getattr(ipython, "kernel", None) is not None:
+        from nbferry.agent import autosave
+
+        autosave.start(ipython)  # only when $NBFERRY_CHECKPOINT_*/$NBFERRY_RESTORE ask for it
         # The gRPC endpoint (AgentService); grpc's import takes ~80 ms, so not here.
         threading.Thread(
             target=_start_service, args=(ipython,), name="nbferry-agent-start", daemon=True
@@ -38,6 +41,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     from nbferry.agent.recorder import detach
 
     detach(ipython)
+    if "nbferry.agent.autosave" in sys.modules:
+        sys.modules["nbferry.agent.autosave"].stop(ipython)
     if "nbferry.agent.service" in sys.modules:
         sys.modules["nbferry.agent.service"].stop()
     ipython.magics_manager.registry.pop("NbferryMagics", None)

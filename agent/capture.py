@@ -20,7 +20,7 @@ from nbferry.agent.covariables import group
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.agent.pickling import STATE_POD
-from nbferry.agent.session import notebook_path
+from nbferry.agent.session import kernel_id, notebook_path
 from nbferry.storage import PodData, Store, StoreError
 from nbferry.storage.speed import observe
 from nbferry.v1 import manifest_pb2 as pb
@@ -188,9 +188,9 @@ def environment(captured: Captured, user_ns: dict[str, Any]) -> pb.Environment:
 
 
 def _labels(user_ns: dict[str, Any]) -> dict[str, str]:
-    """The notebook's path as Jupyter gave it to the kernel, when it did."""
-    notebook = notebook_path(user_ns)
-    return {"notebook": notebook} if notebook else {}
+    """The notebook's path as Jupyter gave it to the kernel, and the kernel's id, when known."""
+    labels = {"notebook": notebook_path(user_ns), "kernel": kernel_id()}
+    return {k: v for k, v in labels.items() if v}
 
 
 class PlanError(ValueError):

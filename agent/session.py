@@ -27,9 +27,23 @@ def session_id_for(user: str, notebook: str) -> str:
     return clean
 
 
+ENV_ROOT = "NBFERRY_NOTEBOOK_ROOT"  # set by the jupyter_server extension: its root_dir
+
+
 def notebook_path(user_ns: dict[str, Any]) -> str:
-    """The notebook's path as Jupyter gave it to the kernel; '' when it did not."""
-    return str(user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or "")
+    """The notebook's path as Jupyter gave it to the kernel; '' when it did not.
+
+    Jupyter gives an absolute path; below $NBFERRY_NOTEBOOK_ROOT it becomes
+    relative, so a server started in another folder (or on another host)
+    with the same notebook tree finds the same session.
+    """
+    path = str(user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or "")
+    root = os.environ.get(ENV_ROOT, "")
+    if path and root and os.path.isabs(path):
+        rel = os.path.relpath(path, root)
+        if not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+    return path
 
 
 def default_session_id(user_ns: dict[str, Any]) -> str:
@@ -38,11 +52,12 @@ def default_session_id(user_ns: dict[str, Any]) -> str:
     notebook = notebook_path(user_ns)
     if notebook:
         return session_id_for(user, notebook)
-    kernel = _kernel_id()
+    kernel = kernel_id()
     return session_id_for(user, f"kernel-{kernel}" if kernel else f"ipython-{os.getpid()}")
 
 
-def _kernel_id() -> str:
+def kernel_id() -> str:
+    """This kernel's id, from its connection file name; '' outside a Jupyter kernel."""
     try:
         from ipykernel import get_connection_file
 

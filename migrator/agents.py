@@ -27,22 +27,29 @@ class AgentInfo:
     connection_file: str
 
 
+def read_discovery(path: Path) -> AgentInfo:
+    """An agent's discovery file; OSError, ValueError or KeyError when missing or foreign."""
+    info = json.loads(path.read_text())
+    return AgentInfo(
+        info["kernel_id"], info["address"], info["token"], int(info["pid"]), info["connection_file"]
+    )
+
+
+def agent_of(connection_file: str | Path) -> AgentInfo | None:
+    """The agent of the kernel with this connection file; None when it runs none."""
+    try:
+        return read_discovery(discovery_file(connection_file))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def running_agents(runtime_dir: str | Path | None = None) -> list[AgentInfo]:
     """Kernels in the Jupyter runtime folder whose agent wrote a discovery file."""
     runtime = Path(runtime_dir or jupyter_runtime_dir())
     out = []
     for path in sorted(runtime.glob(f"kernel-*{DISCOVERY_SUFFIX}")):
         try:
-            info = json.loads(path.read_text())
-            out.append(
-                AgentInfo(
-                    info["kernel_id"],
-                    info["address"],
-                    info["token"],
-                    int(info["pid"]),
-                    info["connection_file"],
-                )
-            )
+            out.append(read_discovery(path))
         except (OSError, ValueError, KeyError):
             continue  # half-written or foreign: skip
     return out
@@ -53,17 +60,13 @@ def find_agent(ref: str) -> AgentInfo:
     from nbferry.migrator.kernels import find_connection_file
 
     connection = find_connection_file(ref)
-    path = discovery_file(connection)
-    try:
-        info = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+    info = agent_of(connection)
+    if info is None:
         raise KernelError(
-            f"kernel {ref} runs no nbferry agent ({path} is missing): load it there with "
-            "%load_ext nbferry.agent, or run `nbferry install` for new kernels"
-        ) from None
-    return AgentInfo(
-        info["kernel_id"], info["address"], info["token"], int(info["pid"]), str(connection)
-    )
+            f"kernel {ref} runs no nbferry agent ({discovery_file(connection)} is missing): "
+            "load it there with %load_ext nbferry.agent, or run `nbferry install` for new kernels"
+        )
+    return info
 
 
 class AgentClient:

@@ -24,6 +24,7 @@ from nbferry.storage import (
     open_store,
     parse_options,
 )
+from nbferry.storage.gc import DEFAULT_GRACE, duration
 from nbferry.storage.store import nbferry_version
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -116,6 +117,54 @@ def cmd_show(args: argparse.Namespace) -> int:
         _print_json(summary)
     else:
         print(render_show(summary, signature))
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from nbferry.storage.gc import collect, human_duration
+    from nbferry.storage.retention import Policy
+
+    store = _open(args)
+    keep = (args.keep_last, args.keep_hourly, args.keep_daily)
+    policy = Policy(*(k or 0 for k in keep)) if any(k is not None for k in keep) else None
+
+    def progress(phase: str, done: int, total: int) -> None:
+        print(f"\r\033[K{phase}: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    tty = sys.stderr.isatty() and not args.json
+    report = collect(
+        store,
+        grace=args.grace,
+        dry_run=args.dry_run,
+        policy=policy,
+        progress=progress if tty else None,
+    )
+    if tty:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    for warning in report.warnings:
+        print(f"nbferry: warning: {warning}", file=sys.stderr)
+    if args.json:
+        _print_json(report.to_json())
+        return EXIT_OK
+    r, would = report, "would be " if report.dry_run else ""
+    lines = [f"garbage collection of {store.url}{' (dry run: nothing changed)' * r.dry_run}:"]
+    if r.policy:
+        lines.append(
+            f"  checkpoints {would}deleted by retention ({r.policy}): {r.manifests_deleted}"
+        )
+    lines += [
+        f"  unused blobs {would}moved to the trash: {r.blobs_trashed} "
+        f"({human_size(r.bytes_trashed)}; deleted by a gc {human_duration(args.grace)} later)",
+        f"  {would}deleted for good: {r.blobs_deleted} blobs, {r.manifests_purged} deleted "
+        f"checkpoints, {r.leftovers_deleted} leftovers (probe and temp files)",
+    ]
+    if r.blobs_restored:
+        lines.append(f"  blobs in use {would}moved back from the trash: {r.blobs_restored}")
+    lines.append(
+        f"  {human_size(r.bytes_freed)} {would}freed; {r.blobs_live} blobs "
+        f"({human_size(r.bytes_live)}) in use or in grace; {r.seconds:.2f} s"
+    )
+    print("\n".join(lines))
     return EXIT_OK
 
 
@@ -289,6 +338,13 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
+    if args.all:
+        return _checkpoint_all(args)
+    if not args.kernel:
+        print(
+            "nbferry checkpoint: give --kernel K, or --all for every local kernel", file=sys.stderr
+        )
+        return EXIT_USAGE
     from nbferry.agent.report import render_checkpoint
     from nbferry.migrator.agents import AgentClient, result_of
     from nbferry.v1 import agent_pb2 as apb
@@ -307,6 +363,29 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     else:
         print(render_checkpoint(report))
     return EXIT_OK
+
+
+def _checkpoint_all(args: argparse.Namespace) -> int:
+    """Every local kernel with an agent, in parallel, within --deadline (a preStop hook)."""
+    from nbferry.migrator.agents import running_agents
+    from nbferry.migrator.saveall import checkpoint_all, summary
+
+    if args.kernel:
+        print("nbferry checkpoint: --all and --kernel exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    results = checkpoint_all(
+        running_agents(),
+        deadline=args.deadline,
+        message=args.message or "checkpoint --all",
+        interrupt=args.interrupt,
+        store_url=args.store or "",
+        store_options=args.store_option,
+    )
+    if args.json:
+        _print_json({"kernels": results, "saved": sum(r["saved"] for r in results)})
+    else:
+        print(summary(results) if results else "no local kernels run an nbferry agent")
+    return EXIT_OK if all(r["saved"] for r in results) else EXIT_FAILED
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -508,20 +587,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from nbferry.migrator.install import install, uninstall
+    from nbferry.migrator.install import (
+        disable_server_extension,
+        enable_server_extension,
+        install,
+        uninstall,
+    )
 
     if args.command == "install":
         path = install(args.prefix)
-        result = {"installed": True, "path": str(path)}
+        result: dict[str, Any] = {"installed": True, "path": str(path)}
         text = f"new kernels will load nbferry.agent (added {path}); undo: nbferry uninstall"
+        if args.jupyter_server:
+            server = enable_server_extension(args.prefix)
+            result["server_extension"] = str(server)
+            text += f"\njupyter_server extension enabled ({server})"
     else:
         changed = uninstall(args.prefix)
-        result = {"installed": False, "path": str(changed) if changed else None}
+        server = disable_server_extension(args.prefix)
+        result = {
+            "installed": False,
+            "path": str(changed) if changed else None,
+            "server_extension": str(server) if server else None,
+        }
         text = (
             f"removed nbferry.agent from {changed}"
             if changed
             else "nbferry was not installed there"
         )
+        if server:
+            text += f"\njupyter_server extension disabled (removed {server})"
     if args.json:
         _print_json(result)
     else:
@@ -553,6 +648,37 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     p.set_defaults(func=cmd_show)
 
+    p = sub.add_parser(
+        "gc",
+        help="delete unused blobs (and, with --keep-*, old checkpoints) from a store",
+        description="Mark and sweep: blobs no checkpoint uses, untouched for --grace, move to "
+        "the store's trash; a later gc deletes them once they sat there for --grace. Deleted "
+        "checkpoints wait in the trash too. Safe while checkpoints are written when --grace "
+        "is longer than the 6h a checkpoint may take. With any --keep-*, each session keeps "
+        "the checkpoints some --keep-* asks for (always its newest); the rest are deleted.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    p.add_argument(
+        "--grace",
+        type=duration,
+        default=DEFAULT_GRACE,
+        metavar="DURATION",
+        help="age before anything is trashed or deleted: 90s, 30m, 24h, 7d (default 24h)",
+    )
+    for name, what in (
+        ("last", "the newest N checkpoints"),
+        ("hourly", "the newest checkpoint of each of the last N clock hours"),
+        ("daily", "the newest checkpoint of each of the last N days (UTC)"),
+    ):
+        p.add_argument(
+            f"--keep-{name}",
+            type=int,
+            metavar="N",
+            help=f"retention: keep {what} of each session",
+        )
+    _store_args(p)
+    p.set_defaults(func=cmd_gc)
+
     for name, text in (
         ("install", "make every new IPython kernel load the nbferry agent"),
         ("uninstall", "undo `nbferry install`"),
@@ -563,6 +689,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="an environment prefix (e.g. sys.prefix of a JupyterHub image) instead of "
             "the current user's IPython profile",
         )
+        if name == "install":
+            p.add_argument(
+                "--jupyter-server",
+                action="store_true",
+                help="also enable the jupyter_server extension: save every kernel when the "
+                "server stops, restore a notebook's session when its kernel starts",
+            )
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
         p.set_defaults(func=cmd_install)
 
@@ -630,7 +763,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
 
     p = sub.add_parser("checkpoint", help="checkpoint a running kernel through its agent")
-    kernel_arg(p, True)
+    kernel_arg(p, False)
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every local kernel that runs an agent, in parallel (e.g. a preStop hook)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=25.0,
+        metavar="SECONDS",
+        help="with --all: give up on kernels not saved by then (default 25)",
+    )
     p.add_argument("--session", metavar="ID")
     plan_knobs(p)
     timeout_arg(p)

@@ -4,6 +4,11 @@ Per user: an IPython startup file in the default profile. For an environment
 (a JupyterHub image, a conda env): `--prefix P` adds the extension to
 P/etc/ipython/ipython_kernel_config.json, which kernels of that environment
 read (P is usually sys.prefix). Both are undone exactly by uninstall.
+
+`--jupyter-server` also enables the jupyter_server extension (save kernels when
+the server stops, restore a notebook's session when its kernel starts): a file
+in the user's (or P/etc/jupyter's) jupyter_server_config.d, as `jupyter server
+extension enable` would write for a package that ships one.
 """
 
 from __future__ import annotations
@@ -74,4 +79,36 @@ def uninstall(prefix: str | None = None) -> Path | None:
         path.write_text(json.dumps(config, indent=2) + "\n")
     else:
         path.unlink()
+    return path
+
+
+SERVER_EXTENSION = "nbferry.migrator.server_extension"
+SERVER_CONFIG_NAME = "nbferry.json"
+
+
+def _server_config(prefix: str | None) -> Path:
+    if prefix is None:
+        from jupyter_core.paths import jupyter_config_dir
+
+        base = Path(jupyter_config_dir())
+    else:
+        base = Path(prefix) / "etc" / "jupyter"
+    return base / "jupyter_server_config.d" / SERVER_CONFIG_NAME
+
+
+def enable_server_extension(prefix: str | None = None) -> Path:
+    path = _server_config(prefix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = {"ServerApp": {"jpserver_extensions": {SERVER_EXTENSION: True}}}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def disable_server_extension(prefix: str | None = None) -> Path | None:
+    path = _server_config(prefix)
+    if not path.exists():
+        return None
+    path.unlink()
     return path

@@ -13,6 +13,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, TypeVar
 
 import fsspec
@@ -164,6 +165,86 @@ class Backend:
 
         self._call("delete", key, rm)
 
+    # -- garbage collection support ------------------------------------------
+
+    def list_info(self, prefix: str, *, temp: bool = False) -> list[tuple[str, int, float | None]]:
+        """(key, size, last-modified Unix time or None) of the objects under a prefix.
+
+        With temp, temp files of interrupted local writes are included.
+        """
+
+        def find() -> list[tuple[str, int, float | None]]:
+            path = self.path(prefix.rstrip("/"))
+            self.fs.invalidate_cache(path)
+            try:
+                found = self.fs.find(path, detail=True)
+            except FileNotFoundError:
+                return []
+            return [
+                (self.key_of(p), int(info.get("size") or 0), _modified(info))
+                for p, info in found.items()
+                if info.get("type", "file") != "directory"
+            ]
+
+        items = self._call("list", prefix, find)
+        return [i for i in items if temp or TMP_MARK not in i[0].rsplit("/", 1)[-1]]
+
+    def subfolders(self, prefix: str) -> list[str]:
+        """Names of the folders directly under a prefix (one delimited LIST on S3)."""
+
+        def ls() -> list[str]:
+            path = self.path(prefix.rstrip("/"))
+            self.fs.invalidate_cache(path)
+            try:
+                entries = self.fs.ls(path, detail=True)
+            except FileNotFoundError:
+                return []
+            return [
+                e["name"].rstrip("/").rsplit("/", 1)[-1]
+                for e in entries
+                if e.get("type") == "directory"
+            ]
+
+        return self._call("list", prefix, ls)
+
+    def move(self, src: str, dst: str) -> None:
+        """Move an object to another key; FileNotFoundError when src does not exist.
+
+        Local folders: one atomic rename, after setting the file's modification
+        time to now, so that the moved object's time is when it moved (as on
+        S3, where the move is a copy, then a delete of the source). At every
+        instant the object exists under at least one of the two keys.
+        """
+
+        def mv() -> None:
+            if self.local:
+                source, target = self.path(src), self.path(dst)
+                os.utime(source)
+                for attempt in range(3):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    try:
+                        os.rename(source, target)
+                        break
+                    except FileNotFoundError:
+                        # A GC removing empty folders took the new one: make it again.
+                        if attempt == 2 or not os.path.exists(source):
+                            raise
+            else:
+                self.fs.cp_file(self.path(src), self.path(dst))
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(self.path(src))
+
+        self._call("move", src, mv)
+
+    def remove_empty_folders(self, prefix: str) -> None:
+        """Remove empty folders under (and including) a prefix of a local store."""
+        if not self.local:
+            return
+        top = self.path(prefix.rstrip("/"))
+        for folder, _, _ in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                os.rmdir(folder)
+
     # -- internals ---------------------------------------------------------
 
     def _s3_get(self, key: str, start: int | None, end: int | None) -> bytes:
@@ -256,7 +337,7 @@ class Backend:
                 ) from exc
             raise
         except PermissionError as exc:
-            access = "writable" if op in ("write", "create", "delete") else "readable"
+            access = "writable" if op in ("write", "create", "delete", "move") else "readable"
             raise StoreAccessError(
                 f"store {self.url}: permission denied to {op} {key} ({exc}): check that the "
                 "credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, instance role) allow it, "
@@ -298,6 +379,27 @@ def _translate_s3(exc: Exception, path: str) -> Exception:
     if code in ("InvalidRange", "416"):
         return OSError(22, f"The requested range is not satisfiable: {path}")
     return exc
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    """An fsspec info dict's last-modified time as Unix seconds; None when it has none."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "mtime_ns", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return value / 1e9 if name == "mtime_ns" else float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=timezone.utc)
+                return parsed.timestamp()
+    return None
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

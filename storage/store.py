@@ -5,6 +5,8 @@ Layout under the store root:
     blobs/<hh>/<hash>              one chunk (codec tag + payload), hash = BLAKE3 of raw bytes
     packs/<hh>/<hash>              many small chunks back to back, hash = BLAKE3 of the pack
     sessions/<session>/<id>.ckpt   a signed manifest: the only commit point
+    trash/<run>/<key>              deleted manifests and collected blobs, until the
+                                   GC grace period ends (see nbferry.storage.gc)
 
 Blobs and packs are immutable and written before the manifest, which is
 created last and create-only. A crash at any instant therefore leaves either no
@@ -13,10 +15,12 @@ new manifest or a complete one, and never touches an earlier checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import itertools
 import mmap
 import platform
+import secrets
 import socket
 import sys
 import threading
@@ -25,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
@@ -56,6 +60,7 @@ PACK_THRESHOLD = 256 << 10  # chunks smaller than this go into packs
 PACK_TARGET = 8 << 20  # a pack is flushed once it holds this much
 INLINE = 64 << 10  # chunks smaller than this are hashed and encoded on the calling thread
 MANIFEST_SUFFIX = ".ckpt"
+TRASH = "trash"  # trash/<run>/<key>: what GC (or a delete) moved out, kept for a grace period
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
@@ -116,6 +121,12 @@ class _Chunk:
 
 class Store:
     """A checkpoint store at an fsspec URL. Thread-safe for concurrent reads."""
+
+    # A checkpoint must commit within this many seconds of starting (reading its
+    # parent, checking which blobs exist), or it is not committed: garbage
+    # collection may remove blobs it reuses once they have sat unreferenced in
+    # the trash for the GC grace period, which must therefore be longer.
+    max_write_seconds: float = 6 * 3600.0
 
     def __init__(
         self,
@@ -243,10 +254,20 @@ class Store:
             return str(exc)
         return "verified"
 
-    def delete_checkpoint(self, checkpoint: str | CheckpointRef) -> CheckpointRef:
-        """Remove a checkpoint's manifest; its blobs go at the next garbage collection."""
+    def delete_checkpoint(
+        self, checkpoint: str | CheckpointRef, *, trash_run: str | None = None
+    ) -> CheckpointRef:
+        """Remove a checkpoint: its manifest moves to the trash, where garbage
+        collection deletes it after the grace period; its blobs go after that.
+
+        A writer that read this manifest as its parent may still reuse its
+        chunks; keeping the manifest in the trash for the grace period keeps
+        them alive until such a writer has committed (or given up). `trash_run`
+        (from trash_run_name) puts several deletions in one trash folder.
+        """
         ref = checkpoint if isinstance(checkpoint, CheckpointRef) else self.resolve(checkpoint)
-        self.backend.delete(ref.key)
+        with contextlib.suppress(FileNotFoundError):  # deleted meanwhile by someone else
+            self.backend.move(ref.key, f"{TRASH}/{trash_run or trash_run_name()}/{ref.key}")
         return ref
 
     # -- writing ---------------------------------------------------------------
@@ -273,6 +294,7 @@ class Store:
         latest checkpoint; pass an id, or None for no parent.
         """
         started = time.perf_counter()
+        begun = (time.monotonic(), time.time())  # for the commit deadline (max_write_seconds)
         validate_session_id(session_id)
         self.backend.prepare_write()
         parent_manifest = self._parent_manifest(session_id, parent)
@@ -311,6 +333,7 @@ class Store:
         stats = self._upload(table, _chunk_index(parent_manifest), progress)
         stats.seconds = time.perf_counter() - started
         manifest.stats.CopyFrom(stats)
+        self._check_deadline(manifest, begun)
         self._commit(manifest)
         stats.seconds = time.perf_counter() - started
         return WriteResult(
@@ -464,6 +487,21 @@ class Store:
         for fut in uploads:
             fut.result()
 
+    def _check_deadline(self, manifest: pb.Manifest, begun: tuple[float, float]) -> None:
+        """Refuse to commit a checkpoint whose dedup decisions may be stale.
+
+        Both clocks count: the monotonic one misses time spent suspended.
+        """
+        elapsed = max(time.monotonic() - begun[0], time.time() - begun[1])
+        if elapsed > self.max_write_seconds:
+            raise StoreError(
+                f"store {self.url}: checkpoint {manifest.checkpoint_id} of session "
+                f"{manifest.session_id!r} was not committed: writing it took {elapsed:.0f} s, "
+                f"more than the {self.max_write_seconds:.0f} s a checkpoint may take "
+                "(Store.max_write_seconds), after which garbage collection may have removed "
+                "blobs it reuses. Checkpoint again: chunks already uploaded are not sent again"
+            )
+
     def _commit(self, manifest: pb.Manifest) -> None:
         key = f"sessions/{manifest.session_id}/{manifest.checkpoint_id}{MANIFEST_SUFFIX}"
         data = encode_manifest(manifest, self.key)
@@ -550,7 +588,7 @@ class Store:
         start = min(ref.offset for ref, _, _ in items) if is_pack else None
         end = max(ref.offset + ref.stored_size for ref, _, _ in items) if is_pack else None
         try:
-            data = self.backend.get(key, start, end)
+            data = self._with_trash(key, lambda k: self.backend.get(k, start, end))
         except FileNotFoundError:
             raise self._missing(manifest, key, items[0][2]) from None
         whole = memoryview(data)
@@ -577,7 +615,7 @@ class Store:
     ) -> None:
         """A local chunk blob, raw chunks read straight into their output (no copies)."""
         try:
-            f = self.backend.open_local(key)
+            f = self._with_trash(key, self.backend.open_local)
         except FileNotFoundError:
             raise self._missing(manifest, key, items[0][2]) from None
         with f:
@@ -604,6 +642,26 @@ class Store:
                     problem = f"cannot be decoded ({exc})"
                 self._verify(manifest, key, desc, ref, out, problem)
                 done.add(ref.raw_size)
+
+    def _with_trash(self, key: str, read: Callable[[str], Any]) -> Any:
+        """read(key), or read the blob from the trash where garbage collection put it.
+
+        A checkpoint that reused a blob while a concurrent GC moved it to the
+        trash commits all the same; its blob is moved back by the next GC. Only
+        a missing blob pays for this (one LIST, then one try per trash run).
+        """
+        try:
+            return read(key)
+        except FileNotFoundError:
+            pass
+        for _ in range(2):  # a concurrent GC may move it back while we look
+            runs = sorted(self.backend.subfolders(TRASH), reverse=True)
+            for where in [*(f"{TRASH}/{run}/{key}" for run in runs), key]:
+                try:
+                    return read(where)
+                except FileNotFoundError:
+                    continue
+        raise FileNotFoundError(key)
 
     def _verify(
         self,
@@ -645,6 +703,13 @@ def open_store(
 ) -> Store:
     """Open the store at `url` (default: $NBFERRY_STORE or a local folder)."""
     return Store(url, options, **kw)
+
+
+def trash_run_name(when: datetime | None = None) -> str:
+    """A new trash run folder name: its UTC time (sortable), then random, for uniqueness."""
+    when = when or datetime.now(timezone.utc)
+    stamp = when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+    return f"{stamp}Z-{secrets.token_hex(4)}"
 
 
 def _allocate(size: int) -> bytearray | mmap.mmap:
