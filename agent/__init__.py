@@ -34,7 +34,9 @@ def _start_service(ipython: Any) -> None:
     try:
         service.start(ipython)
     except Exception as exc:  # the magics still work without the endpoint
-        print(f"nbferry: agent service not started: {exc}", file=sys.stderr)
+        # The process's stderr (the kernel log): this thread's sys.stderr would
+        # send it to whichever cell happens to be running.
+        print(f"nbferry: agent service not started: {exc}", file=sys.__stderr__)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -40,7 +40,6 @@ ENV_AFTER = "NBFERRY_CHECKPOINT_AFTER"
 ENV_KEEP = "NBFERRY_KEEP"
 ENV_RESTORE = "NBFERRY_RESTORE"
 RESTORE_MODES = ("off", "ask", "auto")
-LOOP_WAIT_SECONDS = 60.0  # how long to wait for the kernel's event loop after loading
 
 
 @dataclass(frozen=True)
@@ -141,14 +140,13 @@ class Autosave:
         threading.Thread(target=self._attach_loop, name="nbferry-autosave", daemon=True).start()
 
     def _attach_loop(self) -> None:
-        kernel = getattr(self.shell, "kernel", None)
-        deadline = time.monotonic() + LOOP_WAIT_SECONDS
-        while getattr(kernel, "io_loop", None) is None:
-            if time.monotonic() > deadline:
-                log.warning("no kernel event loop; scheduled checkpoints are off")
-                return
-            time.sleep(0.01)
-        self.loop = kernel.io_loop
+        from nbferry.agent.mainthread import kernel_loop
+
+        try:
+            self.loop = kernel_loop(self.shell)
+        except RuntimeError as exc:
+            log.warning("scheduled checkpoints and restore are off: %s", exc)
+            return
         if self.schedule.restore != "off":
             self.loop.add_callback(self._restore_at_start)
         if self.schedule.every:

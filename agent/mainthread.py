@@ -28,12 +28,23 @@ class Cancelled(RuntimeError):
     """The caller cancelled the operation."""
 
 
+def kernel_loop(shell: Any, timeout: float = 60.0) -> Any:
+    """The kernel's event loop, waiting for it: the agent loads (from a startup file)
+    before ipykernel starts its loop, and helper threads may get here first."""
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        raise RuntimeError("the nbferry agent service needs an ipykernel kernel")
+    deadline = time.monotonic() + timeout
+    while (loop := getattr(kernel, "io_loop", None)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the kernel's event loop did not start within {timeout:g} s")
+        time.sleep(0.01)
+    return loop
+
+
 class MainThread:
     def __init__(self, shell: Any) -> None:
-        kernel = getattr(shell, "kernel", None)
-        self.loop = getattr(kernel, "io_loop", None)
-        if self.loop is None:
-            raise RuntimeError("the nbferry agent service needs an ipykernel kernel")
+        self.loop = kernel_loop(shell)
         self._executing = 0
         shell.events.register("pre_execute", self._pre)
         shell.events.register("post_execute", self._post)
