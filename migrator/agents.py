@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,22 @@ def running_agents(runtime_dir: str | Path | None = None) -> list[AgentInfo]:
     out = []
     for path in sorted(runtime.glob(f"kernel-*{DISCOVERY_SUFFIX}")):
         try:
-            out.append(read_discovery(path))
+            info = read_discovery(path)
         except (OSError, ValueError, KeyError):
             continue  # half-written or foreign: skip
+        if _alive(info.pid):  # a killed kernel's file stays behind (no exit handlers ran)
+            out.append(info)
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    return True
 
 
 def find_agent(ref: str) -> AgentInfo:

@@ -12,20 +12,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nbferry.agent.report import human_size
 from nbferry.migrator.errors import KernelError
-from nbferry.migrator.report import checkpoint_summary, human_size, render_show, table
-from nbferry.storage import (
-    CheckpointRef,
-    Store,
-    StoreError,
-    default_store_url,
-    open_store,
-    parse_options,
-)
-from nbferry.storage.gc import DEFAULT_GRACE, duration
-from nbferry.storage.store import nbferry_version
+from nbferry.storage import StoreError, default_store_url, parse_options
+
+if TYPE_CHECKING:
+    from nbferry.storage import CheckpointRef, Store
+
+# The store, protobuf reports and gRPC are imported by the commands that use them:
+# `nbferry migrate` and friends start faster without fsspec and s3fs.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -49,10 +46,14 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> Store:
+    from nbferry.storage import open_store
+
     return open_store(args.store or default_store_url(), parse_options(args.store_option))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from nbferry.migrator.report import table
+
     store = _open(args)
     refs = store.list_checkpoints(args.session)
     with ThreadPoolExecutor(8) as pool:
@@ -106,6 +107,8 @@ def _list_row(store: Store, ref: CheckpointRef) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from nbferry.migrator.report import checkpoint_summary, render_show
+
     store = _open(args)
     ref = store.resolve(args.checkpoint, args.session)
     manifest = store.read_manifest(ref, verify=False)
@@ -291,6 +294,7 @@ def _plan_options(args: argparse.Namespace) -> Any:
 
 def cmd_kernels(args: argparse.Namespace) -> int:
     from nbferry.migrator.agents import AgentClient, running_agents
+    from nbferry.migrator.report import table
 
     rows = []
     for info in running_agents():
@@ -540,6 +544,7 @@ def _jupyter(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from nbferry.migrator.service import serve
+    from nbferry.storage import open_store
 
     token = _token(args)
     if not token:
@@ -570,6 +575,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ready=ready,
         store_options=args.store_option,
         jupyter=_jupyter(args),
+        spare_kernels=args.spare_kernels,
     )
     return EXIT_OK
 
@@ -624,6 +630,21 @@ def cmd_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def duration(text: str) -> Any:  # argparse names the type in errors: 'invalid duration value'
+    from nbferry.storage import gc
+
+    return gc.duration(text)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nbferry")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def _print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
@@ -634,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nbferry",
         description="Move live Jupyter/IPython sessions between machines through object storage.",
     )
-    parser.add_argument("--version", action="version", version=f"nbferry {nbferry_version()}")
+    parser.add_argument("--version", action="version", version=f"nbferry {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("list", help="list checkpoints in a store")
@@ -661,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grace",
         type=duration,
-        default=DEFAULT_GRACE,
+        default="24h",
         metavar="DURATION",
         help="age before anything is trashed or deleted: 90s, 30m, 24h, 7d (default 24h)",
     )
@@ -815,6 +836,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     p.add_argument("--workdir", help="working directory of new kernels (default: here)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to finish calls on stop")
+    p.add_argument(
+        "--spare-kernels",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kernels kept started (agent loaded) for the next restores, so a restore need "
+        "not wait for one to boot (default 1; 0: none; not used with --jupyter-url)",
+    )
     p.add_argument(
         "--jupyter-url",
         help="make kernels through this Jupyter server (same user and host), so restored "

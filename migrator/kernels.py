@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import queue
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -143,13 +144,22 @@ class Kernel:
         self.shutdown()
 
 
-def shutdown_kernel(connection_file: str | Path) -> None:
+def shutdown_kernel(connection_file: str | Path, timeout: float = 10) -> None:
     """Ask the kernel behind a connection file to shut down (one it did not start)."""
     client = BlockingKernelClient(connection_file=str(connection_file))
     client.load_connection_file()
     client.start_channels()
     try:
-        client.shutdown()
+        msg_id = client.shutdown()
+        # Wait for the reply: closing the channels at once can drop the request unsent.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                reply = client.control_channel.get_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                break
     finally:
         client.stop_channels()
 

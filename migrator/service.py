@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from nbferry.agent.grpcauth import TokenAuth, bearer
 from nbferry.migrator.agents import AgentClient
 from nbferry.migrator.launch import hostname, restore_into_new_kernel, start_kernel_via_jupyter
+from nbferry.migrator.spare import SpareKernels
 from nbferry.storage import CheckpointNotFoundError, StoreError, open_store, parse_options
 from nbferry.v1 import agent_pb2 as apb
 from nbferry.v1 import migrator_pb2 as mpb
@@ -58,11 +59,13 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
         workdir: str | Path,
         store_options: list[str] | None = None,
         jupyter: tuple[str, str] | None = None,
+        spares: SpareKernels | None = None,
     ) -> None:
         self.store_url = store_url
         self.store_options = list(store_options or [])
         self.workdir = Path(workdir)
         self.jupyter = jupyter  # (url, token): kernels are made by that Jupyter server
+        self.spares = spares  # warm kernels for restores (not with a Jupyter server)
 
     def _store(self, url: str, options: Any) -> tuple[str, list[str]]:
         """The request's store and options, or this migrator's own."""
@@ -95,7 +98,7 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
         _event("restore started", checkpoint=ref.checkpoint_id, store=store_url)
         events = _Relay()
 
-        starter = None
+        starter = self.spares.take if self.spares is not None else None
         if self.jupyter is not None:
             notebook = _notebook_path(store.read_manifest(ref))
             url, jupyter_token = self.jupyter
@@ -116,12 +119,15 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
                 yield "progress", item
             kernel, result = events.result
         except grpc.RpcError as exc:
+            self._refill()
             _event("restore failed", checkpoint=ref.checkpoint_id, error=exc.details())
             context.abort(exc.code(), exc.details() or "restore failed")
         except Exception as exc:
+            self._refill()
             _event("restore failed", checkpoint=ref.checkpoint_id, error=str(exc))
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         seconds = time.perf_counter() - started
+        self._refill()  # after the restore, so it never shares the CPU with a booting kernel
         _event(
             "restore done",
             checkpoint=ref.checkpoint_id,
@@ -142,6 +148,10 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
                 seconds=seconds,
             ),
         )
+
+    def _refill(self) -> None:
+        if self.spares is not None:
+            self.spares.refill()
 
     def Migrate(
         self, request: mpb.MigrateRequest, context: grpc.ServicerContext
@@ -357,6 +367,7 @@ def serve(
     ready: Callable[[str], None] | None = None,
     store_options: list[str] | None = None,
     jupyter: tuple[str, str] | None = None,
+    spare_kernels: int = 1,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop taking calls and finish those running."""
     handler = logging.StreamHandler(sys.stderr)
@@ -369,8 +380,10 @@ def serve(
         ThreadPoolExecutor(16, thread_name_prefix="nbferry-migrator"),
         interceptors=[TokenAuth(token)],
     )
+    workdir = workdir or os.getcwd()
+    spares = SpareKernels(workdir, spare_kernels) if jupyter is None and spare_kernels else None
     migrator_pb2_grpc.add_MigratorServiceServicer_to_server(
-        MigratorServicer(store_url, workdir or os.getcwd(), store_options, jupyter), server
+        MigratorServicer(store_url, workdir, store_options, jupyter, spares), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -409,4 +422,6 @@ def serve(
     _event("stopping", grace_seconds=grace)
     health_servicer.enter_graceful_shutdown()
     server.stop(grace).wait()
+    if spares is not None:
+        spares.close()
     _event("stopped")

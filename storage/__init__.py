@@ -9,6 +9,8 @@
 This package never imports nbferry.agent or nbferry.migrator.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from nbferry.storage.errors import (
     AmbiguousCheckpointError,
     CheckpointNotFoundError,
@@ -19,7 +21,22 @@ from nbferry.storage.errors import (
     StoreError,
 )
 from nbferry.storage.location import default_store_url, parse_options
-from nbferry.storage.store import CheckpointRef, PodData, Store, WriteResult, open_store
+
+if TYPE_CHECKING:
+    from nbferry.storage.store import CheckpointRef, PodData, Store, WriteResult, open_store
+
+_FROM_STORE = ("CheckpointRef", "PodData", "Store", "WriteResult", "open_store")
+
+
+def __getattr__(name: str) -> Any:
+    """The store module (fsspec, s3fs, zstandard) loads on first use: a CLI command
+    or kernel that never opens a store does not pay ~100 ms to import it."""
+    if name in _FROM_STORE:
+        from nbferry.storage import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'nbferry.storage' has no attribute {name!r}")
+
 
 __all__ = [
     "AmbiguousCheckpointError",

@@ -87,6 +87,16 @@ def hosts(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> Iterator[tuple[Ho
                 continue
             with contextlib.suppress(Exception):
                 shutdown_kernel(conn)
+        kill_leftovers(host.runtime)
+
+
+def kill_leftovers(runtime: Path) -> None:
+    """SIGKILL any process still running with a connection file in `runtime` (e.g. a
+    kernel a killed migrator was starting), so no test leaves kernels behind."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if str(runtime).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def source_kernel(host: Host) -> Kernel:
@@ -151,7 +161,7 @@ def test_wrong_or_missing_token_is_rejected_and_nothing_starts(
     hosts: tuple[Host, Host, str],
 ) -> None:
     a, b, store = hosts
-    migrator = Migrator(b, store)
+    migrator = Migrator(b, store, "--spare-kernels", "0")  # so that nothing at all starts
     try:
         for token in ("", "wrong"):
             with MigratorClient(migrator.address, token) as client:
@@ -186,7 +196,7 @@ def test_wrong_or_missing_token_is_rejected_and_nothing_starts(
 
 def test_a_busy_kernel_fails_cleanly(hosts: tuple[Host, Host, str]) -> None:
     a, b, store = hosts
-    migrator = Migrator(b, store)
+    migrator = Migrator(b, store, "--spare-kernels", "0")  # so B must hold no kernel at all
     try:
         with source_kernel(a) as src:
             src.run("x = 1")
@@ -209,7 +219,7 @@ def test_a_target_without_a_needed_package_fails_and_the_source_is_untouched(
     mods = a.root / "mods"
     mods.mkdir()
     (mods / "only_on_a.py").write_text("VALUE = 41\n")
-    migrator = Migrator(b, store)
+    migrator = Migrator(b, store, "--spare-kernels", "0")
     try:
         with source_kernel(a) as src:
             src.run(f"import sys\nsys.path.insert(0, {str(mods)!r})\nimport only_on_a")
@@ -236,7 +246,7 @@ def test_a_migrator_killed_mid_restore_fails_clearly_and_a_retry_succeeds(
                         "--session", "kill", "--json")  # fmt: skip
         assert out.returncode == 0, out.stderr
         checkpoint_id = json.loads(out.stdout)["checkpoint_id"]
-    migrator = Migrator(b, store)
+    migrator = Migrator(b, store, "--spare-kernels", "0")  # killed while it starts a kernel
     proc = subprocess.Popen(
         [NBFERRY, "restore", checkpoint_id, "--to", migrator.address, "--store", store, "--json"],
         env=a.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -257,6 +267,49 @@ def test_a_migrator_killed_mid_restore_fails_clearly_and_a_retry_succeeds(
         assert kernel_value(restored["connection_file"], "len(xs)") == 1000
     finally:
         again.stop()
+
+
+def test_a_spare_kernel_takes_the_restore_and_a_dead_spare_is_replaced(
+    hosts: tuple[Host, Host, str],
+) -> None:
+    from nbferry.migrator.agents import running_agents
+
+    a, b, store = hosts
+
+    def spares(exclude: set[str]) -> list:
+        deadline = time.monotonic() + 60
+        while not (found := [x for x in running_agents(b.runtime) if x.kernel_id not in exclude]):
+            assert time.monotonic() < deadline, "no spare kernel started"
+            time.sleep(0.1)
+        return found
+
+    migrator = Migrator(b, store)
+    restored: set[str] = set()
+    try:
+        [spare] = spares(restored)  # started with the migrator, before any request
+        with source_kernel(a) as src:
+            src.run("x = 41")
+            for expect_spare in (True, False):
+                out = a.nbferry("migrate", "--kernel", src.kernel_id, "--to", migrator.address,
+                                "--store", store, "--json")  # fmt: skip
+                assert out.returncode == 0, out.stderr
+                moved = json.loads(out.stdout)
+                assert (moved["kernel_id"] == spare.kernel_id) is expect_spare
+                assert kernel_value(moved["connection_file"], "x + 1") == 42
+                restored.add(moved["kernel_id"])
+                # A replacement starts after the restore; a spare that dies is skipped.
+                [spare] = spares(restored)
+                if expect_spare:
+                    os.kill(spare.pid, signal.SIGKILL)
+                    time.sleep(0.5)
+    finally:
+        log = migrator.stop()
+    assert '"restore done"' in log
+    # Stopping the migrator stops its spare; restored kernels are the user's and stay.
+    deadline = time.monotonic() + 30
+    while {x.kernel_id for x in running_agents(b.runtime)} != restored:
+        assert time.monotonic() < deadline, running_agents(b.runtime)
+        time.sleep(0.2)
 
 
 def test_store_options_reach_every_hop(hosts: tuple[Host, Host, str], s3_endpoint: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from test_migrate import Host, make_host, source_kernel
+from test_migrate import Host, kill_leftovers, make_host, source_kernel
 
 from nbferry.migrator.service import LocalMigrator
 
@@ -121,5 +121,6 @@ def test_migrate_to_a_host_in_another_network_namespace(
                         timeout=60,
                         check=False,
                     )
+            kill_leftovers(b.runtime)
     finally:
         server.stop()
