@@ -40,6 +40,13 @@ class NewKernel:
     def connection_info(self) -> dict[str, Any]:
         return json.loads(Path(self.connection_file).read_text())
 
+    def hand_over(self) -> None:
+        """The kernel is the user's now: drop its manager, whose garbage collection
+        would otherwise delete the connection file of the still-running kernel."""
+        if self.manager is not None:
+            self.manager._connection_file_written = False  # what cleanup_connection_file checks
+            self.manager = None
+
     def kill(self) -> None:
         """Stop the kernel and remove its files (used when a restore into it failed)."""
         if self.manager is None:
@@ -170,6 +177,7 @@ def restore_into_new_kernel(
                     result = event.result
         if result is None:
             raise KernelError("the agent ended the restore without a result")
+        kernel.hand_over()
         return kernel, result
     except BaseException:
         kernel.kill()

@@ -387,3 +387,22 @@ def test_migrate_into_a_jupyter_server_shows_the_session_there(
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_a_handed_over_kernel_keeps_its_connection_file(tmp_path: Path) -> None:
+    """jupyter_client's KernelManager deletes the connection file when it is garbage
+    collected; a kernel given to the user must stay reachable after that."""
+    import gc
+
+    from nbferry.migrator.launch import start_kernel
+
+    kernel = start_kernel(tmp_path)
+    connection = Path(kernel.connection_file)
+    try:
+        kernel.hand_over()
+        del kernel
+        gc.collect()
+        assert connection.exists()
+        assert kernel_value(str(connection), "1 + 1") == 2
+    finally:
+        shutdown_kernel(connection)
