@@ -197,7 +197,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         opts = request.options
 
         def work(progress: Callable[..., None]) -> dict:
-            progress("capturing")
+            progress("planning")  # capture and plan: what to store, what to rerun
             store = open_store(opts.store_url or None, parse_options(list(opts.store_options)))
             report = checkpoint(
                 self.shell,

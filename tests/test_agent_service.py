@@ -112,7 +112,7 @@ def test_describe_plan_checkpoint_restore(
         agent.checkpoint(apb.CheckpointRequest(options=options(store), message="svc"), 60),
         lambda p: phases.append(p.phase),
     )
-    assert phases[0] == "capturing" and phases[-1] == "committed" and "uploading" in phases
+    assert phases[0] == "planning" and phases[-1] == "committed" and "uploading" in phases
     assert result.recomputed == ["big"] and "words" in result.stored
     assert json.loads(result.report_json)["checkpoint_id"] == result.checkpoint_id
 
