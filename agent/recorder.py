@@ -311,14 +311,26 @@ _PURE_MODULES = ("numpy", "pandas", "matplotlib", "seaborn", "scipy", "math", "s
 
 
 def could_change(value: Any, uses: list[Use], ns: dict[str, Any]) -> bool:
-    """Whether any of a cell's uses could change an array or frame in place.
+    """Whether any of a cell's uses could change an array, frame or container in place.
 
-    Only numpy arrays and pandas (>= 3) objects are judged; anything else is
-    fingerprinted whenever a cell uses it as a candidate.
+    numpy arrays, pandas (>= 3) objects and the builtin containers (list, dict,
+    set, and collections' dicts) are judged; anything else is fingerprinted
+    whenever a cell uses it as a candidate. Fingerprinting a big list twice per
+    cell costs more than the cell itself when it only asks len(docs).
     """
     kind = _container_kind(value)
     if kind is None:
-        return True
+        mutators = _builtin_mutators(value)
+        if mutators is None:
+            return True
+        for use in uses:
+            if use.kind in ("store", "chain", "iter"):
+                return True  # a store, or an element reached and possibly changed
+            if use.kind == "method" and (use.name in mutators or use.name.startswith("__")):
+                return True
+            if use.kind == "arg" and not _pure_on_data(use.name, ns):
+                return True
+        return False
     mutators = _NUMPY_MUTATORS if kind == "numpy" else _PANDAS_MUTATORS
     for use in uses:
         if use.kind == "store":
@@ -330,6 +342,31 @@ def could_change(value: Any, uses: list[Use], ns: dict[str, Any]) -> bool:
         if use.kind == "arg" and (use.inplace or not _pure_on_data(use.name, ns)):
             return True
     return False
+
+
+_LIST_MUTATORS = frozenset(
+    {"append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse"}
+)
+_DICT_MUTATORS = frozenset(
+    {"update", "pop", "popitem", "clear", "setdefault", "subtract", "move_to_end"}
+)
+_SET_MUTATORS = frozenset(
+    {"add", "discard", "remove", "pop", "clear", "update", "difference_update",
+     "intersection_update", "symmetric_difference_update"}
+)  # fmt: skip
+
+
+def _builtin_mutators(value: Any) -> frozenset[str] | None:
+    """The in-place methods of a builtin container's exact type; None for anything else
+    (a subclass may override any method, except collections' own dicts)."""
+    t = type(value)
+    if t is list:
+        return _LIST_MUTATORS
+    if t is set:
+        return _SET_MUTATORS
+    if t is dict or (issubclass(t, dict) and t.__module__ == "collections"):
+        return _DICT_MUTATORS
+    return None
 
 
 def _container_kind(value: Any) -> str | None:
@@ -358,8 +395,8 @@ def _pure_on_data(called: str, ns: dict[str, Any]) -> bool:
     if called.rsplit(".", 1)[-1] in _NUMPY_WRITERS:
         return False
     target = ns.get(root, _MISSING)
-    if target is _MISSING:
-        return root in vars(builtins) or root == "display"
+    if target is _MISSING:  # a builtin; but dict.update(d, ...) and the like write
+        return (root in vars(builtins) and not rest) or called == "display"
     if isinstance(target, types.ModuleType):
         return target.__name__.split(".")[0] in _PURE_MODULES
     return not rest and isinstance(target, type) and target.__module__.startswith(_PURE_MODULES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
 
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
@@ -435,7 +436,43 @@ def test_pandas_uses_that_could_change_a_frame(cell: str, changes: bool) -> None
     assert could_change(ns["df"], scan(cell).uses.get("df", []), ns) is changes
 
 
+@pytest.mark.parametrize(
+    ("value", "cell", "changes"),
+    [
+        ([1, 2], "len(xs); sorted(xs); print(xs)", False),
+        ([1, 2], "xs.index(2); xs.count(1)", False),
+        ([1, 2], "xs.append(3)", True),
+        ([1, 2], "xs.sort()", True),
+        ([1, 2], "xs[0] = 3", True),
+        ([[1], [2]], "xs[0].append(3)", True),  # an element changed
+        ([[1], [2]], "for x in xs:\n    x.append(0)", True),
+        ([1, 2], "helper(xs)", True),  # a notebook function could change it
+        ({"a": 1}, "xs.get('a'); list(xs.items())", False),
+        ({"a": 1}, "xs.update(b=2)", True),
+        ({"a": 1}, "xs.setdefault('b', 2)", True),
+        ({"a": 1}, "dict.update(xs, b=2)", True),
+        (Counter("abca"), "xs.most_common(2)", False),
+        (Counter("abca"), "xs.subtract('a')", True),
+        ({1, 2}, "xs.issubset({1}); len(xs)", False),
+        ({1, 2}, "xs.add(3)", True),
+        ({1, 2}, "xs.__ior__({3})", True),
+    ],
+)
+def test_builtin_containers_are_judged_by_use(value: object, cell: str, changes: bool) -> None:
+    from nbferry.agent.recorder import could_change
+
+    ns = {"xs": value, "helper": lambda x: x}
+    assert could_change(value, scan(cell).uses.get("xs", []), ns) is changes
+
+
 def test_other_values_are_always_checked() -> None:
     from nbferry.agent.recorder import could_change
 
-    assert could_change([1, 2], scan("len(xs)").uses["xs"], {"xs": [1, 2]})
+    class Bag(list):
+        def __len__(self) -> int:  # a subclass may do anything
+            self.append(0)
+            return super().__len__()
+
+    bag = Bag([1])
+    assert could_change(bag, scan("len(xs)").uses["xs"], {"xs": bag})
+    assert could_change(object(), scan("xs.value()").uses["xs"], {})
