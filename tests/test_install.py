@@ -64,3 +64,17 @@ def test_prefix_install_merges_and_unmerges_kernel_config(tmp_path: Path) -> Non
     _nbferry("install", "--prefix", str(fresh), env=env)
     _nbferry("uninstall", "--prefix", str(fresh), env=env)
     assert not (fresh / "etc" / "ipython" / "ipython_kernel_config.json").exists()
+
+
+def test_jupyter_server_flag_enables_the_extension_and_uninstall_removes_it(
+    tmp_path: Path,
+) -> None:
+    prefix = tmp_path / "env"
+    env = dict(os.environ)
+    done = _nbferry("install", "--prefix", str(prefix), "--jupyter-server", env=env)
+    config = prefix / "etc" / "jupyter" / "jupyter_server_config.d" / "nbferry.json"
+    assert done["server_extension"] == str(config)
+    enabled = json.loads(config.read_text())["ServerApp"]["jpserver_extensions"]
+    assert enabled == {"nbferry.migrator.server_extension": True}
+    undone = _nbferry("uninstall", "--prefix", str(prefix), env=env)
+    assert undone["server_extension"] == str(config) and not config.exists()
