@@ -372,7 +372,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 def _checkpoint_all(args: argparse.Namespace) -> int:
     """Every local kernel with an agent, in parallel, within --deadline (a preStop hook)."""
     from nbferry.migrator.agents import running_agents
-    from nbferry.migrator.saveall import checkpoint_all, summary
+    from nbferry.migrator.saveall import all_saved, checkpoint_all, summary
 
     if args.kernel:
         print("nbferry checkpoint: --all and --kernel exclude each other", file=sys.stderr)
@@ -389,7 +389,7 @@ def _checkpoint_all(args: argparse.Namespace) -> int:
         _print_json({"kernels": results, "saved": sum(r["saved"] for r in results)})
     else:
         print(summary(results) if results else "no local kernels run an nbferry agent")
-    return EXIT_OK if all(r["saved"] for r in results) else EXIT_FAILED
+    return EXIT_OK if all_saved(results) else EXIT_FAILED
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -30,7 +30,8 @@ def checkpoint_all(
     store_url: str = "",
     store_options: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """One entry per agent: kernel_id, saved, seconds, and the checkpoint or the error."""
+    """One entry per agent: kernel_id, saved, seconds, and the checkpoint, the error, or
+    why it was skipped (a kernel nothing ran in is not checkpointed)."""
     started = time.monotonic()
 
     def save(info: AgentInfo) -> dict[str, Any]:
@@ -45,6 +46,14 @@ def checkpoint_all(
         )
         try:
             with AgentClient(info.address, info.token) as agent:
+                left = max(0.1, deadline - (time.monotonic() - started))
+                described = agent.describe(timeout=min(10.0, left))
+                if not described.history_length and not described.variables:
+                    # A kernel nothing ran in (a spare, a notebook opened but not used):
+                    # its checkpoint would only hide the session's real latest one.
+                    entry["skipped"] = "nothing ran in this kernel"
+                    entry["seconds"] = round(time.monotonic() - started, 3)
+                    return entry
                 left = max(0.1, deadline - (time.monotonic() - started))
                 result = result_of(agent.checkpoint(request, timeout=left))
             report = json.loads(result.report_json)
@@ -74,11 +83,18 @@ def checkpoint_all(
         return list(pool.map(save, agents))
 
 
+def all_saved(results: Sequence[dict[str, Any]]) -> bool:
+    """Every kernel saved, or skipped for having nothing to save."""
+    return all(r["saved"] or r.get("skipped") for r in results)
+
+
 def summary(results: Sequence[dict[str, Any]]) -> str:
     """One line per kernel, for logs and the terminal."""
     lines = []
     for r in results:
-        if r["saved"]:
+        if r.get("skipped"):
+            lines.append(f"skipped kernel {r['kernel_id']}: {r['skipped']}")
+        elif r["saved"]:
             lost = f"; lost {', '.join(r['lost'])}" if r.get("lost") else ""
             lines.append(
                 f"saved   kernel {r['kernel_id']}: {r['checkpoint_id']} "
@@ -87,5 +103,9 @@ def summary(results: Sequence[dict[str, Any]]) -> str:
         else:
             lines.append(f"NOT SAVED kernel {r['kernel_id']}: {r['error']}")
     saved = sum(1 for r in results if r["saved"])
-    lines.append(f"{saved} of {len(results)} kernels saved")
+    skipped = sum(1 for r in results if r.get("skipped"))
+    lines.append(
+        f"{saved} of {len(results) - skipped} kernels saved"
+        + (f" ({skipped} with nothing to save skipped)" if skipped else "")
+    )
     return "\n".join(lines)

@@ -211,7 +211,7 @@ def test_checkpoint_all_saves_idle_kernels_and_names_the_busy_one(
 ) -> None:
     """`nbferry checkpoint --all`, as a Kubernetes preStop hook runs it."""
     a, _, store_url = hub
-    with source_kernel(a) as idle, source_kernel(a) as busy:
+    with source_kernel(a) as idle, source_kernel(a) as busy, source_kernel(a) as unused:
         idle.run("x = 1")
         busy.run("y = 2")
         busy.kc.execute("import time\nfor _ in range(200):\n    time.sleep(0.05)")
@@ -223,6 +223,8 @@ def test_checkpoint_all_saves_idle_kernels_and_names_the_busy_one(
         results = {r["kernel_id"]: r for r in json.loads(out.stdout)["kernels"]}
         assert results[idle.kernel_id]["saved"] and not results[busy.kernel_id]["saved"]
         assert "busy" in results[busy.kernel_id]["error"]
+        # Nothing ran in the third: no checkpoint, which would hide its session's latest.
+        assert results[unused.kernel_id]["skipped"] and not results[unused.kernel_id]["saved"]
         assert took < 15  # the deadline holds for the whole run
         store = open_store(store_url, {"endpoint_url": s3_endpoint})
         ref = store.resolve(results[idle.kernel_id]["checkpoint_id"])
@@ -234,7 +236,7 @@ def test_checkpoint_all_saves_idle_kernels_and_names_the_busy_one(
         out = a.nbferry("checkpoint", "--all", "--interrupt", "--deadline", "20",
                         "--store", store_url)  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
-        assert "2 of 2 kernels saved" in out.stdout
+        assert "2 of 2 kernels saved (1 with nothing to save skipped)" in out.stdout
 
 
 # -- helpers -------------------------------------------------------------------------
