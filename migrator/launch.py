@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -48,17 +49,19 @@ class NewKernel:
             self.manager = None
 
     def kill(self) -> None:
-        """Stop the kernel and remove its files (used when a restore into it failed)."""
-        if self.manager is None:
-            if self.stop is not None:
-                with contextlib.suppress(Exception):
-                    self.stop()  # the server shuts the kernel down and removes its files
+        """Stop the kernel and remove its files (a restore into it failed, or its
+        caller went away)."""
+        if self.stop is not None:
+            with contextlib.suppress(Exception):
+                self.stop()  # the Jupyter server shuts the kernel down and removes its files
             return
         try:
+            if self.manager is None:
+                raise OSError("handed over: only its process is left to stop")
             self.manager.shutdown_kernel(now=True)
         except Exception:
             with contextlib.suppress(OSError):
-                os.kill(self.pid, 9)
+                os.kill(self.pid, signal.SIGKILL)
         conn = Path(self.connection_file)
         for path in (conn, _discovery(self.connection_file), conn.with_suffix(".log")):
             path.unlink(missing_ok=True)

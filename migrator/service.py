@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from nbferry.agent.grpcauth import TokenAuth, bearer
 from nbferry.migrator.agents import AgentClient
+from nbferry.migrator.errors import KernelError
 from nbferry.migrator.launch import hostname, restore_into_new_kernel, start_kernel_via_jupyter
 from nbferry.migrator.spare import SpareKernels
 from nbferry.storage import CheckpointNotFoundError, StoreError, open_store, parse_options
@@ -105,7 +106,7 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
             starter = functools.partial(start_kernel_via_jupyter, url, jupyter_token, notebook)
 
         def work() -> Any:
-            return restore_into_new_kernel(
+            kernel, result = restore_into_new_kernel(
                 self.workdir,
                 apb.RestoreRequest(
                     store_url=store_url, checkpoint=ref.checkpoint_id, store_options=options
@@ -113,6 +114,15 @@ class MigratorServicer(migrator_pb2_grpc.MigratorServiceServicer):
                 on_progress=events.put,
                 starter=starter,
             )
+            if not context.is_active():
+                # The caller is gone (cancelled, or its deadline passed): nobody would
+                # ever learn of this kernel, so it would run on as an orphan.
+                kernel.kill()
+                _event(
+                    "restore abandoned", checkpoint=ref.checkpoint_id, kernel_id=kernel.kernel_id
+                )
+                raise KernelError("the client went away before the restore finished")
+            return kernel, result
 
         try:
             for item in events.run(work):

@@ -406,3 +406,43 @@ def test_a_handed_over_kernel_keeps_its_connection_file(tmp_path: Path) -> None:
         assert kernel_value(str(connection), "1 + 1") == 2
     finally:
         shutdown_kernel(connection)
+
+
+def test_a_restore_whose_caller_gave_up_leaves_no_kernel(hosts: tuple[Host, Host, str]) -> None:
+    """The client's deadline passes while the migrator starts the kernel: the kernel,
+    which nobody would ever learn of, is stopped when the restore finishes."""
+    a, b, store = hosts
+    with source_kernel(a) as src:
+        src.run("xs = list(range(1000))")
+        out = a.nbferry("checkpoint", "--kernel", src.kernel_id, "--store", store,
+                        "--session", "gone", "--json")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    migrator = Migrator(b, store, "--spare-kernels", "0")  # a cold kernel: ~1 s to start
+    try:
+        with MigratorClient(migrator.address, TOKEN) as client:
+            with pytest.raises(grpc.RpcError) as err:
+                list(client.restore_checkpoint(
+                    mpb.RestoreCheckpointRequest(checkpoint="latest", session_id="gone"),
+                    timeout=0.3,
+                ))  # fmt: skip
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 60
+        while '"restore abandoned"' not in migrator.log_path.read_text():
+            assert time.monotonic() < deadline, migrator.log_path.read_text()
+            time.sleep(0.2)
+        time.sleep(1)
+        assert not [p for p in b.runtime.glob("kernel-*.json") if "." not in p.stem]
+        running = [
+            p for p in Path("/proc").glob("[0-9]*")
+            if str(b.runtime).encode() in _cmdline(p)
+        ]  # fmt: skip
+        assert running == []
+    finally:
+        migrator.stop()
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
