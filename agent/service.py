@@ -130,7 +130,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def Describe(self, request: apb.DescribeRequest, context: Any) -> apb.DescribeResponse:
         from nbferry.agent.namespace import size_of, user_variables
         from nbferry.agent.recorder import recorder_of
-        from nbferry.storage.store import nbferry_version
+        from nbferry.storage import nbferry_version
 
         ns = self.shell.user_ns
         for _ in range(5):  # a cell may be changing the namespace: retry a copy

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbferry.agent.report import human_size
 from nbferry.migrator.errors import KernelError
-from nbferry.storage import StoreError, default_store_url, parse_options
+from nbferry.storage import StoreError, default_store_url, nbferry_version, parse_options
 
 if TYPE_CHECKING:
     from nbferry.storage import CheckpointRef, Store
@@ -636,15 +636,6 @@ def duration(text: str) -> Any:  # argparse names the type in errors: 'invalid d
     return gc.duration(text)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nbferry")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def _print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
@@ -655,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nbferry",
         description="Move live Jupyter/IPython sessions between machines through object storage.",
     )
-    parser.add_argument("--version", action="version", version=f"nbferry {_version()}")
+    parser.add_argument("--version", action="version", version=f"nbferry {nbferry_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("list", help="list checkpoints in a store")

@@ -9,6 +9,7 @@
 This package never imports nbferry.agent or nbferry.migrator.
 """
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from nbferry.storage.errors import (
@@ -24,6 +25,15 @@ from nbferry.storage.location import default_store_url, parse_options
 
 if TYPE_CHECKING:
     from nbferry.storage.store import CheckpointRef, PodData, Store, WriteResult, open_store
+
+
+def nbferry_version() -> str:
+    """The installed nbferry's version (manifests record it; `nbferry --version`)."""
+    try:
+        return metadata.version("nbferry")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
 
 _FROM_STORE = ("CheckpointRef", "PodData", "Store", "WriteResult", "open_store")
 
@@ -51,6 +61,7 @@ __all__ = [
     "StoreError",
     "WriteResult",
     "default_store_url",
+    "nbferry_version",
     "open_store",
     "parse_options",
 ]

@@ -38,7 +38,6 @@ still counted. Every case contradicts B being deleted at t.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -57,6 +56,7 @@ from nbferry.storage.store import (
     CheckpointRef,
     Store,
     _location,
+    chunk_refs,
     trash_run_name,
 )
 
@@ -119,9 +119,6 @@ def duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
-parse_duration = duration  # (argparse names the function in its error message)
-
-
 def human_duration(delta: timedelta) -> str:
     seconds = delta.total_seconds()
     for unit in ("w", "d", "h", "m"):
@@ -178,21 +175,14 @@ class _Marker:
         return {live: self.cache[live] for _, live in manifests if live in self.cache}
 
     def _read(self, key: str, live: str) -> frozenset[str] | None:
-        backend = self.store.backend
-        data = None
-        for where in dict.fromkeys([key, live]):
-            with contextlib.suppress(FileNotFoundError):
-                data = backend.get(where)
-                key = where
-                break
-        if data is None:  # moved to the trash since it was listed: look there
-            for run in sorted(backend.subfolders(TRASH), reverse=True):
-                with contextlib.suppress(FileNotFoundError):
-                    key = f"{TRASH}/{run}/{live}"
-                    data = backend.get(key)
-                    break
-        if data is None:
-            return None  # deleted for good (by another GC, or by hand)
+        get = self.store.backend.get
+        try:
+            data = get(key)  # where it was listed
+        except FileNotFoundError:  # moved since, to the trash or back
+            try:
+                key, data = self.store._with_trash(live, get)
+            except FileNotFoundError:
+                return None  # deleted for good (by another GC, or by hand)
         where = f"manifest {self.store.url}/{key}"
         try:
             manifest = decode_manifest(data, where).manifest
@@ -211,12 +201,7 @@ class _Marker:
             ) from exc
         # The signature is not checked: a checkpoint signed with another host's key
         # is still a checkpoint, and its blobs are not ours to delete.
-        return frozenset(
-            _location(ref)
-            for pod in manifest.pods
-            for buf in [pod.header, *pod.buffers]
-            for ref in buf.chunks
-        )
+        return frozenset(_location(ref) for ref in chunk_refs(manifest))
 
 
 def _run_time(match: re.Match[str]) -> float:
@@ -480,5 +465,4 @@ __all__ = [
     "collect",
     "duration",
     "human_duration",
-    "parse_duration",
 ]

@@ -30,12 +30,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import blake3
 
 from nbferry.storage import chunks as ck
+from nbferry.storage import nbferry_version
 from nbferry.storage.backend import Backend
 from nbferry.storage.errors import (
     AmbiguousCheckpointError,
@@ -62,13 +62,7 @@ INLINE = 64 << 10  # chunks smaller than this are hashed and encoded on the call
 MANIFEST_SUFFIX = ".ckpt"
 TRASH = "trash"  # trash/<run>/<key>: what GC (or a delete) moved out, kept for a grace period
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
-
-
-def nbferry_version() -> str:
-    try:
-        return metadata.version("nbferry")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+T = TypeVar("T")
 
 
 @dataclass
@@ -588,7 +582,7 @@ class Store:
         start = min(ref.offset for ref, _, _ in items) if is_pack else None
         end = max(ref.offset + ref.stored_size for ref, _, _ in items) if is_pack else None
         try:
-            data = self._with_trash(key, lambda k: self.backend.get(k, start, end))
+            _, data = self._with_trash(key, lambda k: self.backend.get(k, start, end))
         except FileNotFoundError:
             raise self._missing(manifest, key, items[0][2]) from None
         whole = memoryview(data)
@@ -615,7 +609,7 @@ class Store:
     ) -> None:
         """A local chunk blob, raw chunks read straight into their output (no copies)."""
         try:
-            f = self._with_trash(key, self.backend.open_local)
+            _, f = self._with_trash(key, self.backend.open_local)
         except FileNotFoundError:
             raise self._missing(manifest, key, items[0][2]) from None
         with f:
@@ -643,22 +637,23 @@ class Store:
                 self._verify(manifest, key, desc, ref, out, problem)
                 done.add(ref.raw_size)
 
-    def _with_trash(self, key: str, read: Callable[[str], Any]) -> Any:
-        """read(key), or read the blob from the trash where garbage collection put it.
+    def _with_trash(self, key: str, read: Callable[[str], T]) -> tuple[str, T]:
+        """(where, read(where)): the object at key, or in the trash where garbage
+        collection put it.
 
         A checkpoint that reused a blob while a concurrent GC moved it to the
         trash commits all the same; its blob is moved back by the next GC. Only
-        a missing blob pays for this (one LIST, then one try per trash run).
+        a missing object pays for this (one LIST, then one try per trash run).
         """
         try:
-            return read(key)
+            return key, read(key)
         except FileNotFoundError:
             pass
         for _ in range(2):  # a concurrent GC may move it back while we look
             runs = sorted(self.backend.subfolders(TRASH), reverse=True)
             for where in [*(f"{TRASH}/{run}/{key}" for run in runs), key]:
                 try:
-                    return read(where)
+                    return where, read(where)
                 except FileNotFoundError:
                     continue
         raise FileNotFoundError(key)
@@ -733,14 +728,19 @@ def _location(ref: pb.ChunkRef) -> str:
     return _pack_key(ref.pack) if ref.pack else _blob_key(ref.hash)
 
 
+def chunk_refs(manifest: pb.Manifest) -> Iterator[pb.ChunkRef]:
+    """Every chunk reference of every pod of a manifest (repeats included)."""
+    for pod in manifest.pods:
+        for buf in [pod.header, *pod.buffers]:
+            yield from buf.chunks
+
+
 def _chunk_index(manifest: pb.Manifest | None) -> dict[bytes, pb.ChunkRef]:
     """Chunks a (trusted) earlier manifest proves are in the store, by hash."""
     index: dict[bytes, pb.ChunkRef] = {}
     if manifest is not None:
-        for pod in manifest.pods:
-            for buf in [pod.header, *pod.buffers]:
-                for ref in buf.chunks:
-                    index.setdefault(ref.hash, ref)
+        for ref in chunk_refs(manifest):
+            index.setdefault(ref.hash, ref)
     return index
 
 
