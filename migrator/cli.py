@@ -131,19 +131,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
     keep = (args.keep_last, args.keep_hourly, args.keep_daily)
     policy = Policy(*(k or 0 for k in keep)) if any(k is not None for k in keep) else None
 
-    def progress(phase: str, done: int, total: int) -> None:
-        print(f"\r\033[K{phase}: {done}/{total}", end="", file=sys.stderr, flush=True)
+    from nbferry.migrator.progress import Progress
 
-    tty = sys.stderr.isatty() and not args.json
+    bar = Progress("gc", counts=True)  # silent unless stderr is a terminal
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar.label = phase
+        bar(done, total)
+
     report = collect(
         store,
         grace=args.grace,
         dry_run=args.dry_run,
         policy=policy,
-        progress=progress if tty else None,
+        progress=None if args.json else progress,
     )
-    if tty:
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    bar.close()
     for warning in report.warnings:
         print(f"nbferry: warning: {warning}", file=sys.stderr)
     if args.json:

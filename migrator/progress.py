@@ -10,10 +10,18 @@ from nbferry.migrator.report import human_size
 
 
 class Progress:
-    """Callable as store progress: progress(done_bytes, total_bytes)."""
+    """Callable as store progress: progress(done_bytes, total_bytes); with counts=True,
+    progress(done_items, total_items)."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, min_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO | None = None,
+        min_interval: float = 0.1,
+        counts: bool = False,
+    ) -> None:
         self.label = label
+        self.counts = counts
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
         self.min_interval = min_interval
@@ -25,6 +33,10 @@ class Progress:
         if not self.enabled or (now - self._last < self.min_interval and done < total):
             return
         self._last = now
+        if self.counts:
+            self.stream.write(f"\r\033[K{self.label}: {done}/{total}")
+            self.stream.flush()
+            return
         pct = 100 * done / total if total else 100
         rate = done / max(now - self._started, 1e-6)
         self.stream.write(
