@@ -708,10 +708,21 @@ def trash_run_name(when: datetime | None = None) -> str:
 
 
 def _allocate(size: int) -> bytearray | mmap.mmap:
-    """A writable output buffer. Big ones are anonymous mappings: bytearray()
-    zero-fills on the calling thread (~0.6 s/GiB here), a mapping's pages are
-    zero-filled lazily by the kernel, in the worker that first writes them."""
-    return bytearray(size) if size < (1 << 20) else mmap.mmap(-1, size)
+    """A writable output buffer. Big ones are private anonymous mappings:
+    bytearray() zero-fills on the calling thread (~0.6 s/GiB here), a mapping's
+    pages are zero-filled lazily, in the worker that first writes them. Private
+    (not mmap's default, shared) so the kernel may back it with transparent huge
+    pages: first writes then fault 2 MiB at a time, ~2x faster than 4 KiB pages.
+    """
+    if size < (1 << 20):
+        return bytearray(size)
+    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows
+        return mmap.mmap(-1, size)
+    out = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20))
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):
+            out.madvise(mmap.MADV_HUGEPAGE)
+    return out
 
 
 def _blob_key(digest: bytes) -> str:
