@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import blake3
+
 from nbferry.agent import pickling, planning
 from nbferry.agent.covariables import group
 from nbferry.agent.fingerprint import fingerprint
@@ -22,6 +24,7 @@ from nbferry.agent.namespace import distribution_of, is_module, user_variables
 from nbferry.agent.pickling import STATE_POD
 from nbferry.agent.session import kernel_id, notebook_path
 from nbferry.storage import PodData, Store, StoreError
+from nbferry.storage import chunks as ck
 from nbferry.storage.speed import observe
 from nbferry.v1 import manifest_pb2 as pb
 
@@ -113,9 +116,26 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
                 _add_pod(out, f"p{len(out.pods)}", {n: values[n]}, single[n], single)
             continue
         _add_pod(out, f"p{len(out.pods)}", together, enc, single)
+    _hash_pods(out)
     out.pods.append(_state_pod())
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _hash_pods(out: Captured) -> None:
+    """Hash every pod's chunks once, on all cores, for two uses: each pod's
+    digest (what the planner compares with the parent checkpoint's) and the
+    chunk addresses the store would otherwise compute in a second pass."""
+    cut = [ck.buffer_chunks([pod.header, *pod.buffers]) for pod in out.pods]
+    hashes = iter(ck.chunk_hashes([c for parts in cut for chunks in parts for c in chunks]))
+    for pod, parts in zip(out.pods, cut, strict=True):
+        pod.chunk_hashes = [[next(hashes) for _ in chunks] for chunks in parts]
+        h = blake3.blake3()
+        for chunks, part_hashes in zip(parts, pod.chunk_hashes, strict=True):
+            h.update(sum(len(c) for c in chunks).to_bytes(8, "little"))
+            h.update(b"".join(part_hashes))
+        for name in pod.variables:
+            out.variables[name].digest = h.digest()
 
 
 def _has_def(values: Any) -> bool:
@@ -132,7 +152,6 @@ def _add_pod(
 ) -> None:
     out.pods.append(PodData(pod_id, enc.header, enc.buffers, list(values), enc.serializer))
     size = len(enc.header) + sum(memoryview(b).nbytes for b in enc.buffers)
-    digest = enc.digest()
     for i, (name, value) in enumerate(values.items()):
         out.values[name] = value
         out.has_sets[name] = single[name].has_sets
@@ -143,8 +162,7 @@ def _add_pod(
             encode_seconds=0.0 if i else enc.seconds,
             # Fingerprinting walks the value like pickling did, then hashes its bytes.
             fingerprint_seconds=0.0 if i else enc.seconds + size / HASH_BYTES_PER_SECOND,
-            digest=digest,
-        )
+        )  # digest: set by _hash_pods
 
 
 def fingerprint_recomputed(captured: Captured, names: Iterable[str]) -> None:

@@ -25,8 +25,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import blake3
-
 # Objects that can be shared without aliasing consequences: they never link groups.
 _IMMUTABLE = (
     int,
@@ -211,13 +209,6 @@ class Encoded:
     reached: dict[int, Any] = field(default_factory=dict)
     has_sets: bool = False  # reached a set or frozenset (see fingerprint(sets=...))
     seconds: float = 0.0  # time spent pickling
-
-    def digest(self) -> bytes:
-        """Hash of the stored bytes (not canonical: see fingerprint.py)."""
-        h = blake3.blake3(self.header)
-        for buf in self.buffers:
-            h.update(buf.raw())
-        return h.digest()
 
 
 class _Tracking:

@@ -58,7 +58,7 @@ from nbferry.v1 import manifest_pb2 as pb
 
 PACK_THRESHOLD = 256 << 10  # chunks smaller than this go into packs
 PACK_TARGET = 8 << 20  # a pack is flushed once it holds this much
-INLINE = 64 << 10  # chunks smaller than this are hashed and encoded on the calling thread
+INLINE = ck.INLINE  # chunks smaller than this are hashed and encoded on the calling thread
 MANIFEST_SUFFIX = ".ckpt"
 TRASH = "trash"  # trash/<run>/<key>: what GC (or a delete) moved out, kept for a grace period
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -67,13 +67,22 @@ T = TypeVar("T")
 
 @dataclass
 class PodData:
-    """One pod's bytes: a pickle header plus out-of-band buffers."""
+    """One pod's bytes: a pickle header plus out-of-band buffers.
+
+    `chunk_hashes`, when given, are the BLAKE3 hashes of the chunks of
+    [header, *buffers] cut at `chunk_size` (`chunks.buffer_chunks`): a caller
+    that hashed them already (the agent, for its pod digests) spares the store
+    a second pass over every byte. The store trusts them; a wrong one makes
+    the chunk fail verification when it is read.
+    """
 
     pod_id: str
     header: bytes | bytearray | memoryview
     buffers: Sequence[Any] = ()
     variables: Sequence[str] = ()
     serializer: str = "pickle"
+    chunk_hashes: Sequence[Sequence[bytes]] | None = None
+    chunk_size: int = ck.DEFAULT_CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -361,6 +370,7 @@ class Store:
     def _lay_out(self, manifest: pb.Manifest, pods: Sequence[PodData]) -> dict[bytes, _Chunk]:
         """Add pods to the manifest and cut their bytes into chunks (no copies)."""
         ordered: list[tuple[memoryview, pb.ChunkRef]] = []
+        given_at: dict[int, bytes] = {}  # index in ordered -> hash the caller computed
         seen_ids: set[str] = set()
         for pod in pods:
             if pod.pod_id in seen_ids:
@@ -368,23 +378,26 @@ class Store:
             seen_ids.add(pod.pod_id)
             msg = manifest.pods.add(id=pod.pod_id, serializer=pod.serializer)
             msg.variables.extend(pod.variables)
-            for buf, target in [(pod.header, msg.header)] + [
-                (b, msg.buffers.add()) for b in pod.buffers
-            ]:
+            given = pod.chunk_hashes if pod.chunk_size == self.chunk_size else None
+            parts = [pod.header, *pod.buffers]
+            if given is not None and len(given) != len(parts):
+                raise ValueError(f"pod {pod.pod_id!r}: chunk_hashes do not match its buffers")
+            for i, (buf, target) in enumerate(
+                [(pod.header, msg.header)] + [(b, msg.buffers.add()) for b in pod.buffers]
+            ):
                 view = ck.as_byte_view(buf)
                 target.size = len(view)
-                for piece in ck.split(view, self.chunk_size):
+                pieces = list(ck.split(view, self.chunk_size))
+                if given is not None and len(given[i]) != len(pieces):
+                    raise ValueError(f"pod {pod.pod_id!r}: chunk_hashes do not match its buffers")
+                for n, piece in enumerate(pieces):
+                    if given is not None:
+                        given_at[len(ordered)] = given[i][n]
                     ordered.append((piece, target.chunks.add(raw_size=len(piece))))
-        with ThreadPoolExecutor(self.workers) as pool:
-            # Tiny chunks are hashed inline: a pool task costs more than the hash.
-            futures = [
-                None if len(view) < INLINE else pool.submit(ck.chunk_hash, view)
-                for view, _ in ordered
-            ]
-            hashes = [
-                ck.chunk_hash(view) if fut is None else fut.result()
-                for (view, _), fut in zip(ordered, futures, strict=True)
-            ]
+        todo = [i for i in range(len(ordered)) if i not in given_at]
+        fresh = ck.chunk_hashes([ordered[i][0] for i in todo], self.workers)
+        given_at.update(zip(todo, fresh, strict=True))
+        hashes = [given_at[i] for i in range(len(ordered))]
         table: dict[bytes, _Chunk] = {}
         for (view, ref), digest in zip(ordered, hashes, strict=True):
             ref.hash = digest

@@ -322,3 +322,38 @@ def test_small_int64_values_compress_tenfold(memory_store):
     compressible = np.resize(np.arange(100, dtype=np.int64), 32 * MiB // 8)  # arange % 100
     r = memory_store.write_checkpoint("codec", [to_pod("c", compressible)])
     assert r.stored_bytes < r.raw_bytes / 10
+
+
+def test_chunk_hashes_from_the_caller_are_used_not_recomputed(memory_store):
+    """The agent hashes each pod's chunks once for its digests and hands them
+    over; the store uses them as the chunks' addresses. A list shaped unlike the
+    pod's chunks is refused before anything is written."""
+    import dataclasses
+
+    from nbferry.storage import chunks as ck
+
+    arr = np.arange(3 * MiB, dtype=np.int64)  # 24 MiB: six chunks
+    pod = to_pod("p0", arr, ["arr"])
+    parts = ck.buffer_chunks([pod.header, *pod.buffers])
+    hashes = [ck.chunk_hashes(chunks) for chunks in parts]
+    assert sum(map(len, hashes)) == 1 + 6
+
+    plain = memory_store.read_manifest(memory_store.write_checkpoint("s", [pod]).checkpoint_id)
+    given = dataclasses.replace(pod, chunk_hashes=hashes)
+    cid = memory_store.write_checkpoint("s", [given]).checkpoint_id
+    manifest = memory_store.read_manifest(cid)
+    assert [c.hash for c in manifest.pods[0].buffers[0].chunks] == hashes[1]
+    assert manifest.pods[0] == plain.pods[0]
+    assert np.array_equal(read_back(memory_store, cid)["p0"], arr)
+
+    # The store trusts what it is given: a wrong hash is caught on read, by verification.
+    bad = dataclasses.replace(pod, chunk_hashes=[hashes[0], [b"\0" * 32, *hashes[1][1:]]])
+    cid = memory_store.write_checkpoint("s", [bad]).checkpoint_id
+    with pytest.raises(Exception, match="does not match its hash"):
+        read_back(memory_store, cid)
+
+    before = memory_store.list_checkpoints()
+    for wrong in ([hashes[0]], [hashes[0], hashes[1][:-1]]):
+        with pytest.raises(ValueError, match="chunk_hashes do not match its buffers"):
+            memory_store.write_checkpoint("s", [dataclasses.replace(pod, chunk_hashes=wrong)])
+    assert memory_store.list_checkpoints() == before
