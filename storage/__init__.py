@@ -9,7 +9,6 @@
 This package never imports nbferry.agent or nbferry.migrator.
 """
 
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from nbferry.storage.errors import (
@@ -29,6 +28,8 @@ if TYPE_CHECKING:
 
 def nbferry_version() -> str:
     """The installed nbferry's version (manifests record it; `nbferry --version`)."""
+    from importlib import metadata  # ~20 ms: only for commands that write or print it
+
     try:
         return metadata.version("nbferry")
     except metadata.PackageNotFoundError:
