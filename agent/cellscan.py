@@ -54,13 +54,18 @@ class Use:
 
     kind: "store" (x[i] = v, x.a = v, del x[i], x[i] += v), "method" (x.m(...)),
     "chain" (x[i].m(...), x.a.m(...)), "arg" (f(x), f(x[i])) or "iter" (for v in x).
-    name: the method for "method"/"chain"; the called function, dotted, for "arg".
+    name: the method for "method"/"chain"; the called function, dotted, for "arg";
+    for a read-only "iter", the calls that judgement relies on, comma-separated
+    (the recorder checks that they are the builtins, not the user's own).
     inplace: the call passed inplace=True or out=...
+    readonly: an "iter" whose loop can only read the elements (see
+    `_elements_untouched`), so iterating a list of lists cannot change it.
     """
 
     kind: str
     name: str = ""
     inplace: bool = False
+    readonly: bool = False
 
 
 @dataclass
@@ -91,8 +96,86 @@ def scan(source: str) -> CellScan:
     except SyntaxError as exc:
         out.syntax_error = f"{exc.msg} (line {exc.lineno})"
         return out
-    _Visitor(out).visit(tree)
+    _Visitor(
+        out, {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    ).visit(tree)
     return out
+
+
+# Calls that only read their argument or hash its elements; consumers that only
+# hash what a generator yields them. Checked against the namespace by the recorder.
+_READS_ONLY = frozenset(
+    {"len", "set", "frozenset", "hash", "isinstance", "str", "repr", "bool", "print",
+     "Counter", "collections.Counter"}
+)  # fmt: skip
+_HASHES_ELEMENTS = frozenset({"set", "frozenset", "Counter", "collections.Counter"})
+
+
+def _target_names(target: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def _elements_untouched(
+    loop: ast.AST, targets: set[str], parents: dict[ast.AST, ast.AST]
+) -> tuple[str, ...] | None:
+    """The calls relied on, when a loop's code can only read the elements bound
+    to `targets`; None when it might change them.
+
+    Each use of an element must iterate it again (its own elements then follow
+    the same rule), pass it to a call that only reads it (`len`, `set`), compare
+    it, or hand it to a consumer that only hashes it (a set or dict key,
+    `Counter(w for doc in docs for w in doc)`). Then `for doc in tokens` cannot
+    change `tokens`, and the recorder need not fingerprint it after the cell.
+    """
+    names = set(targets)
+    while True:  # nested loops over an element bind more element names
+        more = {
+            name
+            for node in ast.walk(loop)
+            if isinstance(node, ast.comprehension | ast.For | ast.AsyncFor)
+            and _over_elements(node.iter, names)
+            for name in _target_names(node.target)
+        }
+        if more <= names:
+            break
+        names |= more
+    calls: set[str] = set()
+    for node in ast.walk(loop):
+        if isinstance(node, ast.AugAssign) and _target_names(node.target) & names:
+            return None  # d += [...] extends the element itself
+        if isinstance(node, ast.Name) and node.id in names and isinstance(node.ctx, ast.Load):
+            call = _read_only_use(node, parents)
+            if call is None:
+                return None
+            calls.add(call)
+    return tuple(sorted(calls - {""}))
+
+
+def _over_elements(iterable: ast.AST, names: set[str]) -> bool:
+    """`doc` or `set(doc)` for an element `doc`: a loop over it binds elements too."""
+    if isinstance(iterable, ast.Call) and ".".join(_dotted(iterable.func)) in _READS_ONLY:
+        return any(isinstance(a, ast.Name) and a.id in names for a in iterable.args)
+    return isinstance(iterable, ast.Name) and iterable.id in names
+
+
+def _read_only_use(node: ast.Name, parents: dict[ast.AST, ast.AST]) -> str | None:
+    """ "" or the call relied on when this use of an element only reads it; else None."""
+    parent = parents.get(node)
+    if isinstance(parent, ast.comprehension | ast.For | ast.AsyncFor) and parent.iter is node:
+        return ""
+    if isinstance(parent, ast.Compare) or (isinstance(parent, ast.SetComp) and parent.elt is node):
+        return ""
+    if isinstance(parent, ast.DictComp) and parent.key is node:
+        return ""
+    if isinstance(parent, ast.Call) and any(a is node for a in parent.args):
+        called = ".".join(_dotted(parent.func))
+        return called if called in _READS_ONLY else None
+    if isinstance(parent, ast.GeneratorExp) and parent.elt is node:
+        call = parents.get(parent)
+        if isinstance(call, ast.Call) and len(call.args) == 1 and call.args[0] is parent:
+            called = ".".join(_dotted(call.func))
+            return called if called in _HASHES_ELEMENTS else None
+    return None
 
 
 def _root(node: ast.AST) -> str | None:
@@ -119,8 +202,9 @@ def _dotted(node: ast.AST) -> tuple[str, ...]:
 
 
 class _Visitor(ast.NodeVisitor):
-    def __init__(self, out: CellScan) -> None:
+    def __init__(self, out: CellScan, parents: dict[ast.AST, ast.AST]) -> None:
         self.out = out
+        self.parents = parents
         self.local: list[set[str]] = []  # comprehension targets, innermost last
         self.in_class = 0
 
@@ -209,7 +293,8 @@ class _Visitor(ast.NodeVisitor):
     def _comprehension(self, node: ast.AST, elements: list[ast.AST]) -> None:
         gens: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
         self.visit(gens[0].iter)  # evaluated in the enclosing scope
-        self._candidate(gens[0].iter, Use("iter"))  # iterating an iterator consumes it
+        # iterating an iterator consumes it
+        self._candidate(gens[0].iter, self._iteration(node, gens[0].target))
         targets = {n.id for g in gens for n in ast.walk(g.target) if isinstance(n, ast.Name)}
         self.local.append(targets)
         for i, gen in enumerate(gens):
@@ -258,8 +343,15 @@ class _Visitor(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
-        self._candidate(node.iter, Use("iter"))  # iterating an iterator or generator consumes it
+        # iterating an iterator or generator consumes it
+        self._candidate(node.iter, self._iteration(node, node.target))
         self.generic_visit(node)
+
+    def _iteration(self, loop: ast.AST, target: ast.AST) -> Use:
+        calls = _elements_untouched(loop, _target_names(target), self.parents)
+        if calls is None:
+            return Use("iter")
+        return Use("iter", ",".join(calls), readonly=True)
 
     visit_AsyncFor = visit_For
 

@@ -324,6 +324,8 @@ def could_change(value: Any, uses: list[Use], ns: dict[str, Any]) -> bool:
         if mutators is None:
             return True
         for use in uses:
+            if use.kind == "iter" and use.readonly and _the_builtins(use.name, ns):
+                continue  # the loop only reads the elements (for doc in tokens: len(doc))
             if use.kind in ("store", "chain", "iter"):
                 return True  # a store, or an element reached and possibly changed
             if use.kind == "method" and (use.name in mutators or use.name.startswith("__")):
@@ -400,6 +402,25 @@ def _pure_on_data(called: str, ns: dict[str, Any]) -> bool:
     if isinstance(target, types.ModuleType):
         return target.__name__.split(".")[0] in _PURE_MODULES
     return not rest and isinstance(target, type) and target.__module__.startswith(_PURE_MODULES)
+
+
+def _the_builtins(calls: str, ns: dict[str, Any]) -> bool:
+    """Whether the calls a read-only loop relies on (`len,Counter`) are the real
+    ones, not the user's functions of the same names."""
+    import collections
+
+    for called in filter(None, calls.split(",")):
+        root, _, rest = called.partition(".")
+        target = ns.get(root, _MISSING)
+        if root == "Counter":
+            if target is not collections.Counter:
+                return False
+        elif rest:  # collections.Counter
+            if target is not collections or rest != "Counter":
+                return False
+        elif target is not _MISSING or root not in vars(builtins):
+            return False
+    return True
 
 
 _MISSING = object()

@@ -456,13 +456,43 @@ def test_pandas_uses_that_could_change_a_frame(cell: str, changes: bool) -> None
         ({1, 2}, "xs.issubset({1}); len(xs)", False),
         ({1, 2}, "xs.add(3)", True),
         ({1, 2}, "xs.__ior__({3})", True),
+        # Loops that only read the elements (a list of lists, as a tokenizer makes)
+        ([["a"], ["b"]], "c = Counter(t for d in xs for t in d)", False),
+        ([["a"], ["b"]], "c = Counter(t for d in xs for t in set(d))", False),
+        ([["a"], ["b"]], "n = sum(len(d) for d in xs)", False),
+        ([["a"], ["b"]], "s = {t for d in xs for t in d if t != 'a'}", False),
+        ([["a"], ["b"]], "for d in xs:\n    if len(d) > 1:\n        print(d)", False),
+        ([["a"], ["b"]], "ys = [d for d in xs]", True),  # ys shares the elements
+        ([["a"], ["b"]], "ys = [t for d in xs for t in set(d)]", True),
+        ([["a"], ["b"]], "c = sorted(t for d in xs for t in d)", True),
+        ([["a"], ["b"]], "for d in xs:\n    helper(d)", True),
+        ([["a"], ["b"]], "for d in xs:\n    d.sort()", True),
+        ([["a"], ["b"]], "for d in xs:\n    for t in d:\n        t.strip()", True),
+        ([["a"], ["b"]], "for d in xs:\n    d += ['c']", True),
     ],
 )
 def test_builtin_containers_are_judged_by_use(value: object, cell: str, changes: bool) -> None:
     from nbferry.agent.recorder import could_change
 
-    ns = {"xs": value, "helper": lambda x: x}
+    ns = {"xs": value, "helper": lambda x: x, "Counter": Counter}
     assert could_change(value, scan(cell).uses.get("xs", []), ns) is changes
+
+
+def test_a_read_only_loop_trusts_only_the_real_builtins() -> None:
+    """`len` or `Counter` redefined in the notebook may change what it is given."""
+    from nbferry.agent.recorder import could_change
+
+    xs = [["a"], ["b"]]
+    for cell, ns in [
+        ("n = sum(len(d) for d in xs)", {"len": lambda d: d.append(0)}),
+        ("c = Counter(t for d in xs for t in d)", {"Counter": lambda g: list(g)}),
+        ("c = Counter(t for d in xs for t in d)", {}),  # not imported: unknown name
+    ]:
+        assert could_change(xs, scan(cell).uses["xs"], {"xs": xs, **ns}), cell
+    import collections
+
+    cell = "c = collections.Counter(t for d in xs for t in d)"
+    assert not could_change(xs, scan(cell).uses["xs"], {"xs": xs, "collections": collections})
 
 
 def test_other_values_are_always_checked() -> None:

@@ -136,6 +136,24 @@ def test_recorder_sees_in_place_edits(source: Kernel) -> None:
     assert source.value("[bool(arr.flags.writeable), bool(df.loc[1, 'a'] == 2)]") == [True, True]
 
 
+def test_recorder_judges_loops_over_a_list_of_lists_by_what_they_do(source: Kernel) -> None:
+    """Reading elements is not an edit (and is not fingerprinted); changing one
+    through the loop variable is."""
+    source.run("from collections import Counter")
+    source.run("tokens = [['a', 'b'], ['b', 'c']]")
+    source.run("counts = Counter(t for doc in tokens for t in doc)")
+    source.run("n = sum(len(doc) for doc in tokens)")
+    source.run("for doc in tokens:\n    doc.append('z')")
+    source.run("def Counter(g):\n    return [d.append('y') for d in g]")  # shadows the real one
+    source.run("c2 = Counter(doc for doc in tokens)")
+    got = {c["n"]: c for c in cells(source)}
+    assert got[4]["mutated"] == [] and got[4]["writes"] == ["counts"]
+    assert got[5]["mutated"] == [] and got[5]["writes"] == ["n"]
+    assert got[6]["mutated"] == ["tokens"]
+    assert got[8]["mutated"] == ["tokens"]
+    assert source.value("tokens") == [["a", "b", "z", "y"], ["b", "c", "z", "y"]]
+
+
 def test_side_effects_make_cells_unsafe(source: Kernel, dirs: tuple[Path, Path, str]) -> None:
     a, _, _ = dirs
     (a / "in.csv").write_text("x,y\n1,2\n3,4\n")
