@@ -22,6 +22,9 @@ def load_ipython_extension(ipython: Any) -> None:
         from nbferry.agent import autosave
 
         autosave.start(ipython)  # only when $NBFERRY_CHECKPOINT_*/$NBFERRY_RESTORE ask for it
+        from nbferry.agent import caretaker
+
+        caretaker.watch(ipython)  # only in kernels nbferry started for a restore
         # The gRPC endpoint (AgentService); grpc's import takes ~80 ms, so not here.
         threading.Thread(
             target=_start_service, args=(ipython,), name="nbferry-agent-start", daemon=True

@@ -75,6 +75,7 @@ def _discovery(connection_file: str) -> Path:
 
 # Secrets of the process that starts kernels; notebook code must not read them.
 _PRIVATE_ENV = ("NBFERRY_TOKEN",)
+UNTIL_RESTORED = "NBFERRY_UNTIL_RESTORED"  # agent.caretaker.ENV (not imported: kernel side)
 
 
 def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,7 +87,12 @@ def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def start_kernel(
     cwd: str | Path, env: dict[str, str] | None = None, timeout: float = 60
 ) -> NewKernel:
-    """A new python3 kernel in `cwd` with the nbferry agent loaded and serving."""
+    """A new python3 kernel in `cwd` with the nbferry agent loaded and serving.
+
+    The agent loads while the kernel starts (`--ext`), and watches this process
+    until a restore into the kernel finishes: should this process die first,
+    the kernel shuts itself down (see `agent.caretaker`).
+    """
     runtime = Path(jupyter_runtime_dir())
     runtime.mkdir(parents=True, exist_ok=True)
     kernel_id = str(uuid.uuid4())
@@ -100,7 +106,8 @@ def start_kernel(
     with open(log_path, "ab") as log:
         manager.start_kernel(
             cwd=str(cwd),
-            env=kernel_env(env),
+            env=kernel_env({UNTIL_RESTORED: str(os.getpid()), **(env or {})}),
+            extra_arguments=["--ext=nbferry.agent"],
             independent=True,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -116,13 +123,20 @@ def start_kernel(
 
 
 def load_agent(connection_file: str, kernel_id: str, timeout: float = 60) -> None:
-    """`%load_ext nbferry.agent` in a running kernel, then wait until its agent serves."""
+    """Load the agent in a running kernel (if it is not yet), then wait until it serves."""
     client = BlockingKernelClient(connection_file=connection_file)
     client.load_connection_file()
     client.start_channels()
     try:
         client.wait_for_ready(timeout=timeout)
-        reply = client.execute_interactive("%load_ext nbferry.agent", timeout=timeout, silent=True)
+        # Not the %load_ext magic: it prints when the agent is loaded already
+        # (start_kernel loads it with --ext), and this process's stdout may be JSON.
+        reply = client.execute_interactive(
+            "get_ipython().extension_manager.load_extension('nbferry.agent')",
+            timeout=timeout,
+            silent=True,
+            output_hook=lambda msg: None,
+        )
         if reply["content"].get("status") != "ok":
             raise KernelError(f"loading the agent failed: {reply['content'].get('evalue')}")
     finally:

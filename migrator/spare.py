@@ -7,6 +7,8 @@ restore does not share the CPU with a booting kernel). A spare that died
 meanwhile is cleaned up and skipped; with none ready, a kernel is started cold,
 as without spares. Spares are a cache, not state: the migrator stays stateless,
 and stopping it stops its spares (a kernel handed to a restore is the user's).
+A migrator killed without a chance to stop them leaves none behind either:
+each spare's agent shuts it down once the migrator is gone (`agent.caretaker`).
 """
 
 from __future__ import annotations

@@ -105,6 +105,16 @@ def source_kernel(host: Host) -> Kernel:
     return kernel
 
 
+def checkpoint_of_xs(host: Host, store: str, session: str) -> str:
+    """The id of a checkpoint of a kernel holding xs = list(range(1000))."""
+    with source_kernel(host) as src:
+        src.run("xs = list(range(1000))")
+        out = host.nbferry("checkpoint", "--kernel", src.kernel_id, "--store", store,
+                           "--session", session, "--json")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["checkpoint_id"]
+
+
 def kernel_value(connection_file: str, expr: str) -> object:
     client = BlockingKernelClient(connection_file=connection_file)
     client.load_connection_file()
@@ -240,12 +250,7 @@ def test_a_migrator_killed_mid_restore_fails_clearly_and_a_retry_succeeds(
     hosts: tuple[Host, Host, str],
 ) -> None:
     a, b, store = hosts
-    with source_kernel(a) as src:
-        src.run("xs = list(range(1000))")
-        out = a.nbferry("checkpoint", "--kernel", src.kernel_id, "--store", store,
-                        "--session", "kill", "--json")  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        checkpoint_id = json.loads(out.stdout)["checkpoint_id"]
+    checkpoint_id = checkpoint_of_xs(a, store, "kill")
     migrator = Migrator(b, store, "--spare-kernels", "0")  # killed while it starts a kernel
     proc = subprocess.Popen(
         [NBFERRY, "restore", checkpoint_id, "--to", migrator.address, "--store", store, "--json"],
@@ -406,6 +411,68 @@ def test_a_handed_over_kernel_keeps_its_connection_file(tmp_path: Path) -> None:
         assert kernel_value(str(connection), "1 + 1") == 2
     finally:
         shutdown_kernel(connection)
+
+
+STARTER = """
+import json, sys, time
+from nbferry.migrator.launch import restore_into_new_kernel, start_kernel
+from nbferry.v1 import agent_pb2 as apb
+cwd, checkpoint, store = sys.argv[1:4]
+if checkpoint:
+    kernel, _ = restore_into_new_kernel(
+        cwd, apb.RestoreRequest(checkpoint=checkpoint, store_url=store)
+    )
+else:
+    kernel = start_kernel(cwd)
+print(json.dumps({"pid": kernel.pid, "connection_file": kernel.connection_file}), flush=True)
+time.sleep(600)
+"""
+
+
+def _start_and_kill_starter(host: Host, checkpoint: str = "", store: str = "") -> dict:
+    """Run a process that starts a kernel (and restores into it), then SIGKILL it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STARTER, str(host.work), checkpoint, store],
+        env=host.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line, proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        proc.kill()
+        proc.wait()
+    return json.loads(line)
+
+
+def test_a_kernel_started_for_a_restore_stops_when_its_starter_dies_first(
+    hosts: tuple[Host, Host, str],
+) -> None:
+    """A spare, or a kernel whose migrator was SIGKILLed before the restore came,
+    would otherwise idle forever: nobody knows of it."""
+    from nbferry.agent.caretaker import alive
+    from nbferry.migrator.agents import running_agents
+
+    _, b, _ = hosts
+    started = _start_and_kill_starter(b)
+    deadline = time.monotonic() + 30
+    while alive(started["pid"]):
+        assert time.monotonic() < deadline, "the orphaned kernel is still running"
+        time.sleep(0.2)
+    assert running_agents(b.runtime) == []
+    assert not Path(started["connection_file"]).exists()
+    log = Path(started["connection_file"]).with_suffix(".log").read_text()
+    assert "no restore came; shutting the kernel down" in log
+
+
+def test_a_restored_kernel_outlives_its_starter(hosts: tuple[Host, Host, str]) -> None:
+    a, b, store = hosts
+    checkpoint_id = checkpoint_of_xs(a, store, "kept")
+    started = _start_and_kill_starter(b, checkpoint_id, store)
+    try:
+        time.sleep(3)  # three of the caretaker's polls
+        assert kernel_value(started["connection_file"], "len(xs)") == 1000
+    finally:
+        shutdown_kernel(Path(started["connection_file"]))
 
 
 def test_a_restore_whose_caller_gave_up_leaves_no_kernel(hosts: tuple[Host, Host, str]) -> None:
