@@ -25,6 +25,7 @@ from typing import Any
 ENV = "NBFERRY_UNTIL_RESTORED"
 POLL_SECONDS = 1.0
 _restored = threading.Event()
+_watching = threading.Event()
 
 
 def watch(shell: Any) -> None:
@@ -37,12 +38,18 @@ def watch(shell: Any) -> None:
     if not value.isdigit() or getattr(shell, "kernel", None) is None:
         return
     starter = int(value)
+    _watching.set()
     threading.Thread(target=_poll, args=(starter,), name="nbferry-caretaker", daemon=True).start()
 
 
 def restored() -> None:
     """A restore into this kernel finished: it is the user's now, keep it."""
     _restored.set()
+
+
+def awaiting_restore() -> bool:
+    """Whether this kernel was started for a restore that has not finished."""
+    return _watching.is_set() and not _restored.is_set()
 
 
 def _poll(starter: int) -> None:

@@ -128,6 +128,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     # -- RPCs --------------------------------------------------------------------
     def Describe(self, request: apb.DescribeRequest, context: Any) -> apb.DescribeResponse:
+        from nbferry.agent import caretaker
         from nbferry.agent.namespace import size_of, user_variables
         from nbferry.agent.recorder import recorder_of
         from nbferry.storage import nbferry_version
@@ -154,6 +155,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             python_version=platform.python_version(),
             cwd=os.getcwd(),
             pid=os.getpid(),
+            awaiting_restore=caretaker.awaiting_restore(),
         )
 
     def Plan(self, request: apb.PlanRequest, context: Any) -> apb.PlanResponse:

@@ -295,6 +295,14 @@ def _plan_options(args: argparse.Namespace) -> Any:
     )
 
 
+def _kernel_state(row: dict[str, Any]) -> str:
+    if row.get("busy"):
+        return "busy"
+    if row.get("awaiting_restore"):
+        return "spare"  # started for a restore that has not come yet
+    return row.get("error", "idle")
+
+
 def cmd_kernels(args: argparse.Namespace) -> int:
     from nbferry.migrator.agents import AgentClient, running_agents
     from nbferry.migrator.report import table
@@ -315,6 +323,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
                 history=d.history_length,
                 busy=d.busy,
                 cwd=d.cwd,
+                awaiting_restore=d.awaiting_restore,
             )
         except Exception as exc:  # a kernel that died without cleaning up
             row["error"] = f"not answering: {type(exc).__name__}"
@@ -333,7 +342,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
                     str(r["pid"]),
                     r.get("session_id", "-"),
                     str(r.get("variables", "-")),
-                    "busy" if r.get("busy") else r.get("error", "idle"),
+                    _kernel_state(r),
                     r.get("cwd", ""),
                 )
                 for r in rows

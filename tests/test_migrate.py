@@ -304,6 +304,13 @@ def test_a_spare_kernel_takes_the_restore_and_a_dead_spare_is_replaced(
                 restored.add(moved["kernel_id"])
                 # A replacement starts after the restore; a spare that dies is skipped.
                 [spare] = spares(restored)
+                # `nbferry kernels` tells the spare (nothing of the user's) from the rest
+                listed = b.nbferry("kernels", "--json")
+                assert listed.returncode == 0, listed.stderr
+                waiting = {k["kernel_id"]: k["awaiting_restore"]
+                           for k in json.loads(listed.stdout)["kernels"]}  # fmt: skip
+                assert waiting == {**{k: False for k in restored}, spare.kernel_id: True}
+                assert "spare" in b.nbferry("kernels").stdout
                 if expect_spare:
                     os.kill(spare.pid, signal.SIGKILL)
                     time.sleep(0.5)

@@ -11,7 +11,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("session_id", "kernel_id", "variables", "history_length", "busy", "nbferry_version", "python_version", "cwd", "pid")
+    __slots__ = ("session_id", "kernel_id", "variables", "history_length", "busy", "nbferry_version", "python_version", "cwd", "pid", "awaiting_restore")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class DescribeResponse(_message.Message):
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     CWD_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_RESTORE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     kernel_id: str
     variables: _containers.RepeatedCompositeFieldContainer[VariableInfo]
@@ -30,7 +31,8 @@ class DescribeResponse(_message.Message):
     python_version: str
     cwd: str
     pid: int
-    def __init__(self, session_id: _Optional[str] = ..., kernel_id: _Optional[str] = ..., variables: _Optional[_Iterable[_Union[VariableInfo, _Mapping]]] = ..., history_length: _Optional[int] = ..., busy: _Optional[bool] = ..., nbferry_version: _Optional[str] = ..., python_version: _Optional[str] = ..., cwd: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    awaiting_restore: bool
+    def __init__(self, session_id: _Optional[str] = ..., kernel_id: _Optional[str] = ..., variables: _Optional[_Iterable[_Union[VariableInfo, _Mapping]]] = ..., history_length: _Optional[int] = ..., busy: _Optional[bool] = ..., nbferry_version: _Optional[str] = ..., python_version: _Optional[str] = ..., cwd: _Optional[str] = ..., pid: _Optional[int] = ..., awaiting_restore: _Optional[bool] = ...) -> None: ...
 
 class VariableInfo(_message.Message):
     __slots__ = ("name", "type_name", "size_bytes")
