@@ -37,6 +37,8 @@ def watch(shell: Any) -> None:
     value = os.environ.pop(ENV, "")
     if not value.isdigit() or getattr(shell, "kernel", None) is None:
         return
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the starter there
+        return
     starter = int(value)
     _watching.set()
     threading.Thread(target=_poll, args=(starter,), name="nbferry-caretaker", daemon=True).start()

@@ -96,9 +96,13 @@ def scan(source: str) -> CellScan:
     except SyntaxError as exc:
         out.syntax_error = f"{exc.msg} (line {exc.lineno})"
         return out
-    _Visitor(
-        out, {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    ).visit(tree)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    _Visitor(out, parents).visit(tree)
+    # A read-only loop relied on builtins the cell itself rebinds (def len...): not read-only.
+    for name, uses in out.uses.items():
+        out.uses[name] = [
+            Use("iter") if u.readonly and set(u.name.split(",")) & out.writes else u for u in uses
+        ]
     return out
 
 
@@ -118,14 +122,18 @@ def _target_names(target: ast.AST) -> set[str]:
 def _elements_untouched(
     loop: ast.AST, targets: set[str], parents: dict[ast.AST, ast.AST]
 ) -> tuple[str, ...] | None:
-    """The calls relied on, when a loop's code can only read the elements bound
-    to `targets`; None when it might change them.
+    """The calls relied on, when a comprehension can only read the elements
+    bound to `targets`; None when it might change them.
+
+    Only comprehensions qualify: their targets are local to them, so nothing
+    outside (a function the loop calls, `%time`, a later statement) can reach
+    an element through the name. Inside, every call must be one that reads.
 
     Each use of an element must iterate it again (its own elements then follow
     the same rule), pass it to a call that only reads it (`len`, `set`), compare
     it, or hand it to a consumer that only hashes it (a set or dict key,
-    `Counter(w for doc in docs for w in doc)`). Then `for doc in tokens` cannot
-    change `tokens`, and the recorder need not fingerprint it after the cell.
+    `Counter(w for doc in docs for w in doc)`). Then `tokens` cannot change,
+    and the recorder need not fingerprint it after the cell.
     """
     names = set(targets)
     while True:  # nested loops over an element bind more element names
@@ -140,9 +148,15 @@ def _elements_untouched(
             break
         names |= more
     calls: set[str] = set()
+    first = loop.generators[0].iter  # type: ignore[attr-defined]
     for node in ast.walk(loop):
         if isinstance(node, ast.AugAssign) and _target_names(node.target) & names:
             return None  # d += [...] extends the element itself
+        if isinstance(node, ast.Call) and node is not first:
+            called = ".".join(_dotted(node.func))
+            if called not in _READS_ONLY:
+                return None  # f() might reach the elements without naming them: exec, locals()
+            calls.add(called)
         if isinstance(node, ast.Name) and node.id in names and isinstance(node.ctx, ast.Load):
             call = _read_only_use(node, parents)
             if call is None:
@@ -344,7 +358,7 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         # iterating an iterator or generator consumes it
-        self._candidate(node.iter, self._iteration(node, node.target))
+        self._candidate(node.iter, Use("iter"))
         self.generic_visit(node)
 
     def _iteration(self, loop: ast.AST, target: ast.AST) -> Use:

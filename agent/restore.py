@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nbferry.agent import pickling
+from nbferry.agent import caretaker, pickling
 from nbferry.agent.pickling import STATE_POD
 from nbferry.agent.rerun import recompute
 from nbferry.storage import CorruptCheckpointError, Store, StoreError
@@ -131,6 +131,7 @@ def restore(
     recorder_of(shell).adopt(
         manifest.history, loaded + outcome.recomputed + outcome.differs, manifest.checkpoint_id
     )
+    caretaker.restored()  # a kernel started for a restore holds a session now: keep it
     lost = outcome.lost + [
         {"name": s.name, "reason": f"not saved at checkpoint: {s.reason}"} for s in manifest.skipped
     ]

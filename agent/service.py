@@ -222,7 +222,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 yield apb.CheckpointResponse(result=checkpoint_result(value))
 
     def Restore(self, request: apb.RestoreRequest, context: Any) -> Iterator[apb.RestoreResponse]:
-        from nbferry.agent import caretaker
         from nbferry.agent.restore import restore
         from nbferry.storage import open_store, parse_options
 
@@ -235,15 +234,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             scope = None
             if checkpoint == "latest" or request.session_id:
                 scope = self._session(request.session_id)
-            report = restore(
+            return restore(
                 self.shell,
                 store,
                 checkpoint,
                 scope,
                 progress=lambda done, total: progress("loading", done, total),
             )
-            caretaker.restored()  # the kernel holds the session now: it outlives its starter
-            return report
 
         for kind, value in self._streamed(context, request.operation_id, request.interrupt, work):
             if kind == "progress":

@@ -72,8 +72,11 @@ class PodData:
     `chunk_hashes`, when given, are the BLAKE3 hashes of the chunks of
     [header, *buffers] cut at `chunk_size` (`chunks.buffer_chunks`): a caller
     that hashed them already (the agent, for its pod digests) spares the store
-    a second pass over every byte. The store trusts them; a wrong one makes
-    the chunk fail verification when it is read.
+    a second pass over every byte. The store trusts them, so they must describe
+    the bytes as they are when written (the agent hashes and writes on the
+    kernel's main thread, between cells): a wrong hash makes the chunk fail
+    verification when read, or, if the store holds a chunk with that hash,
+    stands for that chunk's content instead.
     """
 
     pod_id: str

@@ -461,7 +461,15 @@ def test_pandas_uses_that_could_change_a_frame(cell: str, changes: bool) -> None
         ([["a"], ["b"]], "c = Counter(t for d in xs for t in set(d))", False),
         ([["a"], ["b"]], "n = sum(len(d) for d in xs)", False),
         ([["a"], ["b"]], "s = {t for d in xs for t in d if t != 'a'}", False),
-        ([["a"], ["b"]], "for d in xs:\n    if len(d) > 1:\n        print(d)", False),
+        # A for statement's target is a global: a function, a magic or a later
+        # statement can reach the element through it. Only comprehensions qualify.
+        ([["a"], ["b"]], "for d in xs:\n    if len(d) > 1:\n        print(d)", True),
+        ([["a"], ["b"]], "for d in xs:\n    pass\nd.sort()", True),
+        ([["a"], ["b"]], "def touch():\n    d.append(1)\nfor d in xs:\n    touch()", True),
+        ([["a"], ["b"]], "[exec('d.append(1)') for d in xs]", True),
+        ([["a"], ["b"]], "def len(x):\n    x.append(0)\nn = sum(len(d) for d in xs)", True),
+        ([iter("ab"), iter("c")], "c = Counter(t for d in xs for t in d)", True),  # used up
+        ([[iter("ab")], [1]], "c = Counter(t for d in xs for u in d for t in u)", True),
         ([["a"], ["b"]], "ys = [d for d in xs]", True),  # ys shares the elements
         ([["a"], ["b"]], "ys = [t for d in xs for t in set(d)]", True),
         ([["a"], ["b"]], "c = sorted(t for d in xs for t in d)", True),

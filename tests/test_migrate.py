@@ -424,22 +424,33 @@ STARTER = """
 import json, sys, time
 from nbferry.migrator.launch import restore_into_new_kernel, start_kernel
 from nbferry.v1 import agent_pb2 as apb
-cwd, checkpoint, store = sys.argv[1:4]
-if checkpoint:
+cwd, checkpoint, store, how = sys.argv[1:5]
+if how == "rpc":  # as the migrator does
     kernel, _ = restore_into_new_kernel(
         cwd, apb.RestoreRequest(checkpoint=checkpoint, store_url=store)
     )
 else:
     kernel = start_kernel(cwd)
+if how == "magic":  # someone restores by hand into the kernel
+    from jupyter_client import BlockingKernelClient
+    client = BlockingKernelClient(connection_file=kernel.connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    code = f"r = %nbferry restore {checkpoint} --store {store}"
+    reply = client.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    kernel.hand_over()
 print(json.dumps({"pid": kernel.pid, "connection_file": kernel.connection_file}), flush=True)
 time.sleep(600)
 """
 
 
-def _start_and_kill_starter(host: Host, checkpoint: str = "", store: str = "") -> dict:
-    """Run a process that starts a kernel (and restores into it), then SIGKILL it."""
+def _start_and_kill_starter(
+    host: Host, checkpoint: str = "", store: str = "", how: str = ""
+) -> dict:
+    """Run a process that starts a kernel (and restores into it `how`), then SIGKILL it."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", STARTER, str(host.work), checkpoint, store],
+        [sys.executable, "-c", STARTER, str(host.work), checkpoint, store, how],
         env=host.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -471,10 +482,11 @@ def test_a_kernel_started_for_a_restore_stops_when_its_starter_dies_first(
     assert "no restore came; shutting the kernel down" in log
 
 
-def test_a_restored_kernel_outlives_its_starter(hosts: tuple[Host, Host, str]) -> None:
+@pytest.mark.parametrize("how", ["rpc", "magic"])
+def test_a_restored_kernel_outlives_its_starter(hosts: tuple[Host, Host, str], how: str) -> None:
     a, b, store = hosts
     checkpoint_id = checkpoint_of_xs(a, store, "kept")
-    started = _start_and_kill_starter(b, checkpoint_id, store)
+    started = _start_and_kill_starter(b, checkpoint_id, store, how)
     try:
         time.sleep(3)  # three of the caretaker's polls
         assert kernel_value(started["connection_file"], "len(xs)") == 1000
