@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import queue
@@ -120,7 +121,13 @@ class Kernel:
     def shutdown(self) -> None:
         self.kc.stop_channels()
         if self.km is not None:
+            connection = self.km.connection_file
             self.km.shutdown_kernel(now=True)
+            # Killed, the agent could not remove its discovery file: do it for it.
+            from nbferry.agent.service import discovery_file
+
+            with contextlib.suppress(OSError):
+                discovery_file(connection).unlink()
 
     @classmethod
     def attach(cls, ref: str) -> Kernel:
