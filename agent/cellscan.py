@@ -140,8 +140,7 @@ def _elements_untouched(
         more = {
             name
             for node in ast.walk(loop)
-            if isinstance(node, ast.comprehension | ast.For | ast.AsyncFor)
-            and _over_elements(node.iter, names)
+            if isinstance(node, ast.comprehension) and _over_elements(node.iter, names)
             for name in _target_names(node.target)
         }
         if more <= names:
@@ -175,7 +174,7 @@ def _over_elements(iterable: ast.AST, names: set[str]) -> bool:
 def _read_only_use(node: ast.Name, parents: dict[ast.AST, ast.AST]) -> str | None:
     """ "" or the call relied on when this use of an element only reads it; else None."""
     parent = parents.get(node)
-    if isinstance(parent, ast.comprehension | ast.For | ast.AsyncFor) and parent.iter is node:
+    if isinstance(parent, ast.comprehension) and parent.iter is node:
         return ""
     if isinstance(parent, ast.Compare) or (isinstance(parent, ast.SetComp) and parent.elt is node):
         return ""

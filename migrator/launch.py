@@ -25,6 +25,7 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
+from nbferry.agent import caretaker
 from nbferry.migrator.agents import AgentClient, find_agent
 from nbferry.migrator.errors import KernelError
 from nbferry.v1 import agent_pb2 as apb
@@ -75,7 +76,6 @@ def _discovery(connection_file: str) -> Path:
 
 # Secrets of the process that starts kernels; notebook code must not read them.
 _PRIVATE_ENV = ("NBFERRY_TOKEN",)
-UNTIL_RESTORED = "NBFERRY_UNTIL_RESTORED"  # agent.caretaker.ENV (not imported: kernel side)
 
 
 def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -106,7 +106,7 @@ def start_kernel(
     with open(log_path, "ab") as log:
         manager.start_kernel(
             cwd=str(cwd),
-            env=kernel_env({UNTIL_RESTORED: str(os.getpid()), **(env or {})}),
+            env=kernel_env({caretaker.ENV: str(os.getpid()), **(env or {})}),
             extra_arguments=["--ext=nbferry.agent"],
             independent=True,
             stdin=subprocess.DEVNULL,

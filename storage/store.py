@@ -381,18 +381,14 @@ class Store:
             seen_ids.add(pod.pod_id)
             msg = manifest.pods.add(id=pod.pod_id, serializer=pod.serializer)
             msg.variables.extend(pod.variables)
-            given = pod.chunk_hashes if pod.chunk_size == self.chunk_size else None
             parts = [pod.header, *pod.buffers]
-            if given is not None and len(given) != len(parts):
+            cut = ck.buffer_chunks(parts, self.chunk_size)
+            given = pod.chunk_hashes if pod.chunk_size == self.chunk_size else None
+            if given is not None and [len(h) for h in given] != [len(c) for c in cut]:
                 raise ValueError(f"pod {pod.pod_id!r}: chunk_hashes do not match its buffers")
-            for i, (buf, target) in enumerate(
-                [(pod.header, msg.header)] + [(b, msg.buffers.add()) for b in pod.buffers]
-            ):
-                view = ck.as_byte_view(buf)
-                target.size = len(view)
-                pieces = list(ck.split(view, self.chunk_size))
-                if given is not None and len(given[i]) != len(pieces):
-                    raise ValueError(f"pod {pod.pod_id!r}: chunk_hashes do not match its buffers")
+            targets = [msg.header] + [msg.buffers.add() for _ in pod.buffers]
+            for i, (pieces, target) in enumerate(zip(cut, targets, strict=True)):
+                target.size = sum(len(piece) for piece in pieces)
                 for n, piece in enumerate(pieces):
                     if given is not None:
                         given_at[len(ordered)] = given[i][n]
