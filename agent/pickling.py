@@ -4,7 +4,10 @@ One pickling pass per variable does two jobs: it produces the bytes (pickle
 protocol 5, buffers out of band, so array data is never copied) and, through
 `persistent_id`, sees every object the pickler reaches. Ids of mutable objects
 (and of the memory that numpy arrays view) reached from two variables make
-them co-variables, stored together so aliasing survives.
+them co-variables, stored together so aliasing survives. Library globals
+(compiled functions, mutable class attributes such as `DataFrame._metadata`)
+and immutable pandas parts (indexes, offsets, dtypes) do not link variables:
+otherwise every frame in a notebook would land in one pod.
 
 Notebook-defined functions and classes ("definitions") are stored by value and
 rebuilt bound to the live `__main__` namespace, so they keep seeing the
@@ -54,7 +57,43 @@ def _shared_singletons() -> tuple[type, ...]:
     """Library types whose instances are shared process-wide (np.dtype('float64')),
     so reaching one says nothing about aliasing."""
     np = sys.modules.get("numpy")
-    return (np.dtype, np.generic) if np is not None else ()
+    return (np.dtype, np.generic, np.ufunc) if np is not None else ()
+
+
+# Compiled functions (Cython's, pandas' unpickle helpers among them) are globals, like
+# Python functions: every frame's pickle reaches the same few, which must not link frames.
+_FUNCTION_TYPE_NAMES = frozenset({"cython_function_or_method", "fused_cython_function"})
+
+
+def immutable_leaves() -> tuple[type, ...]:
+    """Library values that are immutable by contract but made of mutable parts.
+
+    pandas indexes, offsets and dtypes are shared between the frames derived from
+    one another (`rolling_mean.index is sensors.index`). Tracking the arrays
+    inside them would put every such frame into one pod, so the planner could
+    only store or recompute them all together. They are pickled whole instead,
+    untracked; within a pod the outer memo still keeps one object one object.
+    """
+    pd = sys.modules.get("pandas")
+    if pd is None:
+        return ()
+    return (pd.Index, pd.api.extensions.ExtensionDtype, pd.offsets.BaseOffset)
+
+
+def _class_attribute_ids(cls: type) -> set[int]:
+    """Ids of the mutable class attributes of a library class and its bases.
+
+    They are global state that every instance's pickle may reach (pandas puts
+    the class-level `DataFrame._metadata` list into each frame's state), not
+    sharing between variables. Notebook classes are left out: their class
+    attributes are notebook data.
+    """
+    ids = set()
+    for c in cls.__mro__:
+        if c.__module__ in ("__main__", "builtins"):
+            continue
+        ids.update(id(v) for v in vars(c).values() if type(v) in (list, dict, set))
+    return ids
 
 
 SMALL_FOR_DILL = 1 << 20  # dill is the last resort, and only for small objects
@@ -207,6 +246,8 @@ class Encoded:
     # objects are held so that the ids of temporaries made while pickling stay
     # unique for the whole capture; a reused id would link unrelated variables.
     reached: dict[int, Any] = field(default_factory=dict)
+    # Immutable leaves (pandas indexes...) reached: they link only to a variable bound to one.
+    leaves: dict[int, Any] = field(default_factory=dict)
     has_sets: bool = False  # reached a set or frozenset (see fingerprint(sets=...))
     seconds: float = 0.0  # time spent pickling
 
@@ -221,16 +262,31 @@ class _Tracking:
         self.own = own  # ids of definitions this pod stores by value
         self.np = sys.modules.get("numpy")
         self.immutable = _IMMUTABLE + _shared_singletons()
+        self.leaves = immutable_leaves()
+        self.leaves_reached: dict[int, Any] = {}
+        self.classes: set[type] = set()  # classes seen, whose attributes are in class_attrs
+        self.class_attrs: set[int] = set()
         self.has_sets = False
 
     def persistent_id(self, obj: Any) -> None:
-        if type(obj) is set or type(obj) is frozenset:
+        cls = type(obj)
+        if cls is set or cls is frozenset:
             self.has_sets = True
-        if not isinstance(obj, self.immutable):
-            self.reached[id(obj)] = obj
-            if self.np is not None and isinstance(obj, self.np.ndarray):
-                root = _array_root(obj)
-                self.reached[id(root)] = root
+        if isinstance(obj, self.immutable) or cls.__name__ in _FUNCTION_TYPE_NAMES:
+            return None
+        if self.leaves and isinstance(obj, self.leaves):
+            self.leaves_reached[id(obj)] = obj
+            return None
+        if cls not in self.classes:  # before its state is pickled: the instance comes first
+            self.classes.add(cls)
+            self.class_attrs |= _class_attribute_ids(cls)
+        key = id(obj)
+        if key in self.class_attrs:
+            return None
+        self.reached[key] = obj
+        if self.np is not None and isinstance(obj, self.np.ndarray):
+            root = _array_root(obj)
+            self.reached[id(root)] = root
         return None
 
     def _override(self, obj: Any) -> Any:
@@ -241,7 +297,32 @@ class _Tracking:
             anchor = self.views[key][1]
             offset = obj.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
             return _rebuild_view, (anchor, offset, obj.shape, obj.strides, obj.dtype)
+        if self.np is not None and type(obj) is self.np.ndarray and _only_atoms(obj):
+            # Nothing below can alias: pickle the elements in C, without a
+            # persistent_id call per string (pandas text columns: ~3x faster).
+            return pickle.loads, (pickle.dumps(obj, protocol=5),)
+        if self.leaves and isinstance(obj, self.leaves):
+            try:
+                data = pickle.dumps(obj, protocol=5)
+            except Exception:  # holds something only cloudpickle can store: track it as usual
+                return NotImplemented
+            values = getattr(obj, "categories", obj)  # a CategoricalDtype's values
+            if str(getattr(values, "dtype", "")) == "object":
+                self.has_sets = True  # it may hold frozensets, unseen: assume so
+            return pickle.loads, (data,)
         return NotImplemented
+
+
+# Element types that hold no references: an object array of only these reaches nothing mutable.
+_ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex})
+_MANY_ELEMENTS = 1024  # below this, per-element tracking costs less than the check
+
+
+def _only_atoms(arr: Any) -> bool:
+    """An object-dtype array (a pandas text column, say) whose elements are all atoms."""
+    if not arr.dtype.hasobject or arr.dtype.names is not None or arr.size < _MANY_ELEMENTS:
+        return False
+    return set(map(type, arr.ravel(order="K").tolist())) <= _ATOMS
 
 
 class _StdPickler(_Tracking, pickle.Pickler):
@@ -301,7 +382,9 @@ def _dump(
     pickler._setup(definitions, views, own)
     pickler.dump(value)
     name = "pickle" if pickler_cls is _StdPickler else "cloudpickle"
-    return Encoded(sink.getvalue(), buffers, name, pickler.reached, pickler.has_sets)
+    return Encoded(
+        sink.getvalue(), buffers, name, pickler.reached, pickler.leaves_reached, pickler.has_sets
+    )
 
 
 def encode(
@@ -336,7 +419,7 @@ def _encode(
     try:
         data = _dill_dumps(value)
         if len(data) <= SMALL_FOR_DILL:
-            return Encoded(data, [], "dill", {}, has_sets=True)  # unknown: assume so
+            return Encoded(data, [], "dill", has_sets=True)  # unknown: assume so
     except Exception:
         pass
     assert first_error is not None

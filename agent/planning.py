@@ -190,7 +190,9 @@ def variables_for_plan(
         load = speed.read_seconds(size) + sum(r.encode_seconds for r in refs)
         verify = sum(r.fingerprint_seconds for r in refs)
         costs[group] = (upload, load, verify)
-        cost = upload + restore_weight * max(0.0, load - verify)
+        # A recomputed value is fingerprinted twice: at checkpoint (unweighted)
+        # and after its cells rerun (weighted like all restore time).
+        cost = max(0.0, upload + restore_weight * load - (1 + restore_weight) * verify)
         if any(r.type_name in _DEFINITIONS for r in refs):
             # Other pods refer to notebook functions and classes by name: always
             # store them, so loaded values find them.
@@ -269,8 +271,7 @@ def plan_session(
             planned.predicted_checkpoint_seconds += upload
             planned.predicted_restore_seconds += load
     planned.predicted_restore_seconds += sum(runtimes[i] for i in result.rerun_cells)
-    planned.predicted_restore_seconds += sum(
-        variables[n].fingerprint_seconds for n in result.recompute if n in variables
-    )
-    planned.predicted_checkpoint_seconds += capture_seconds
+    verify = sum(variables[n].fingerprint_seconds for n in result.recompute if n in variables)
+    planned.predicted_restore_seconds += verify
+    planned.predicted_checkpoint_seconds += capture_seconds + verify
     return planned

@@ -37,6 +37,65 @@ def test_unrelated_arrays_stay_apart_and_shared_ones_group() -> None:
     assert ("n",) in pods and ("s",) in pods
 
 
+def test_text_columns_pickle_in_c_yet_keep_sharing_and_links() -> None:
+    import pickle
+
+    import pandas as pd
+
+    from nbferry.agent import pickling
+
+    words = np.array([f"w{i % 50}" for i in range(5000)], dtype=object)
+    words[7] = None
+    frame = pd.DataFrame({"word": words.copy(), "n": np.arange(5000)})
+    mutable = np.array([[i] for i in range(2000)] + [None], dtype=object)[:-1]
+    ns = {"words": words, "pair": (words, words), "frame": frame, "rows": mutable, "alias": mutable}
+    captured = capture_namespace(ns)
+    pods = {tuple(p.variables): p for p in captured.pods if p.variables}
+    # One object array reached by two variables still links them, through its own id.
+    assert ("words", "pair") in pods and ("rows", "alias") in pods and ("frame",) in pods
+    # Atom-only arrays are pickled by a nested C pickle; arrays holding lists are not.
+    assert pickling._only_atoms(words) and not pickling._only_atoms(mutable)
+    assert b"w49" in pods[("words", "pair")].header
+    pod = pods[("words", "pair")]
+    back = pickling.decode(pod.header, [bytes(b) for b in pod.buffers], pod.serializer)
+    assert back["pair"][0] is back["words"] is back["pair"][1]  # identity within the pod
+    assert back["words"].dtype == object and list(back["words"]) == list(words)
+    got = pickle.loads(pods[("frame",)].header, buffers=pods[("frame",)].buffers)["frame"]
+    pd.testing.assert_frame_equal(got, frame)
+    assert fingerprint(got) == fingerprint(frame)
+
+
+def test_pandas_globals_and_shared_indexes_do_not_link_frames() -> None:
+    import pandas as pd
+
+    from nbferry.agent import pickling
+
+    base = pd.DataFrame(
+        {"x": np.arange(3000.0), "y": np.ones(3000)},
+        index=pd.date_range("2024-01-01", periods=3000, freq="s"),
+    )
+    rolled = base.rolling(10).mean()  # shares base.index, its columns and its freq object
+    other = pd.DataFrame({"y": [1, 2]}, index=pd.Index(["a", "b"], name="k"))
+    idx = other.index
+    assert rolled.index is base.index
+    ns = {"base": base, "rolled": rolled, "other": other, "idx": idx, "copy_idx": idx.copy()}
+    captured = capture_namespace(ns)
+    pods = {tuple(p.variables): p for p in captured.pods if p.variables}
+    # Frames merely sharing an index (and pandas' own class-level globals) stay
+    # apart, so each can be stored or recomputed; a variable bound to an index
+    # is stored with its frame, so `idx is other.index` holds after restore.
+    assert set(pods) == {("base",), ("rolled",), ("other", "idx"), ("copy_idx",)}
+    pod = pods[("other", "idx")]
+    back = pickling.decode(pod.header, [bytes(b) for b in pod.buffers], pod.serializer)
+    assert back["idx"] is back["other"].index and back["idx"].name == "k"
+    pd.testing.assert_frame_equal(back["other"], other)
+    for name in ("base", "rolled"):
+        pod = pods[(name,)]
+        got = pickling.decode(pod.header, [bytes(b) for b in pod.buffers], pod.serializer)[name]
+        pd.testing.assert_frame_equal(got, ns[name])
+        assert got.index.freq == base.index.freq and fingerprint(got) == fingerprint(ns[name])
+
+
 def test_unserializable_values_are_reported_not_fatal() -> None:
     import threading
 
