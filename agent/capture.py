@@ -93,9 +93,18 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
             single[name] = pickling.encode({name: value}, definitions, views, _has_def([value]))
         except Exception as exc:
             out.skipped.append(_skip(name, value, exc))
+    # A pandas index (dtype, offset) links the variables reaching it only through
+    # a variable bound to it (`idx = df.index`), or through memory its arrays share
+    # with a variable that reaches that memory directly (`pd.Index(arr)`).
     leaves = pickling.immutable_leaves()
     bound = {id(v) for v in values.values() if leaves and isinstance(v, leaves)}
-    groups = group({n: e.reached.keys() | (e.leaves.keys() & bound) for n, e in single.items()})
+    direct = set().union(*(e.reached.keys() for e in single.values()))
+    groups = group(
+        {
+            n: e.reached.keys() | (e.leaves.keys() & bound) | (e.leaf_arrays.keys() & direct)
+            for n, e in single.items()
+        }
+    )
     # Pods with definitions first: other pods refer to definitions by name.
     groups.sort(key=lambda members: not _has_def([values[n] for n in members]))
     for members in groups:
@@ -110,7 +119,9 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
             continue
         together = {n: values[n] for n in members}
         try:
-            enc = pickling.encode(together, definitions, views, _has_def(together.values()))
+            enc = pickling.encode(
+                together, definitions, views, _has_def(together.values()), leaves=False
+            )
         except Exception as exc:  # keep the values, lose only the aliasing
             out.notes.append(
                 f"{', '.join(members)} share objects but could not be stored together "

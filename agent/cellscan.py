@@ -98,10 +98,17 @@ def scan(source: str) -> CellScan:
         return out
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     _Visitor(out, parents).visit(tree)
-    # A read-only loop relied on builtins the cell itself rebinds (def len...): not read-only.
+    # A read-only loop or a call relied on a builtin the cell itself rebinds
+    # (def len...): the recorder, which sees the namespace before the cell, must
+    # not trust it.
     for name, uses in out.uses.items():
         out.uses[name] = [
-            Use("iter") if u.readonly and set(u.name.split(",")) & out.writes else u for u in uses
+            Use("iter")
+            if u.readonly and set(u.name.split(",")) & out.writes
+            else Use("arg", "", u.inplace)
+            if u.kind == "arg" and u.name.split(".")[0] in out.writes
+            else u
+            for u in uses
         ]
     return out
 
@@ -380,6 +387,9 @@ class _Visitor(ast.NodeVisitor):
             kind = "method" if isinstance(receiver, ast.Name) else "chain"
             self._candidate(receiver, Use(kind, node.func.attr, inplace))
         called = ".".join(_dotted(node.func))
+        first = node.args[0] if node.args else None
+        if called in ("map", "filter") and isinstance(first, ast.Name) and first.id in _READS_ONLY:
+            called = first.id  # map(len, docs) hands each element to len alone
         for arg in [*node.args, *(k.value for k in node.keywords)]:
             self._candidate(arg, Use("arg", called, inplace))  # np.add(a, 1, out=a), next(gen)
         self._nondeterminism(node)

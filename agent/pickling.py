@@ -5,9 +5,9 @@ protocol 5, buffers out of band, so array data is never copied) and, through
 `persistent_id`, sees every object the pickler reaches. Ids of mutable objects
 (and of the memory that numpy arrays view) reached from two variables make
 them co-variables, stored together so aliasing survives. Library globals
-(compiled functions, mutable class attributes such as `DataFrame._metadata`)
-and immutable pandas parts (indexes, offsets, dtypes) do not link variables:
-otherwise every frame in a notebook would land in one pod.
+(compiled functions, pandas' class-level `_metadata` lists) and immutable
+pandas parts (indexes, offsets, dtypes) do not link variables: otherwise every
+frame in a notebook would land in one pod.
 
 Notebook-defined functions and classes ("definitions") are stored by value and
 rebuilt bound to the live `__main__` namespace, so they keep seeing the
@@ -71,8 +71,8 @@ def immutable_leaves() -> tuple[type, ...]:
     pandas indexes, offsets and dtypes are shared between the frames derived from
     one another (`rolling_mean.index is sensors.index`). Tracking the arrays
     inside them would put every such frame into one pod, so the planner could
-    only store or recompute them all together. They are pickled whole instead,
-    untracked; within a pod the outer memo still keeps one object one object.
+    only store or recompute them all together. See `_Leaf` for how they are
+    pickled and when they still link.
     """
     pd = sys.modules.get("pandas")
     if pd is None:
@@ -80,20 +80,49 @@ def immutable_leaves() -> tuple[type, ...]:
     return (pd.Index, pd.api.extensions.ExtensionDtype, pd.offsets.BaseOffset)
 
 
-def _class_attribute_ids(cls: type) -> set[int]:
-    """Ids of the mutable class attributes of a library class and its bases.
+def _library_globals() -> set[int]:
+    """Ids of mutable library globals that every frame's pickle reaches: pandas
+    puts the class-level `_metadata` list into each DataFrame's and Series' state."""
+    pd = sys.modules.get("pandas")
+    if pd is None:
+        return set()
+    return {id(pd.DataFrame._metadata), id(pd.Series._metadata)}
 
-    They are global state that every instance's pickle may reach (pandas puts
-    the class-level `DataFrame._metadata` list into each frame's state), not
-    sharing between variables. Notebook classes are left out: their class
-    attributes are notebook data.
+
+class _NotALeaf(Exception):
+    """The leaf holds objects that could be shared: pickle it the ordinary way."""
+
+
+class _Leaf(pickle.Pickler):
+    """Pickles one leaf (an index, a dtype) whole, its array data out of band.
+
+    It has no persistent_id, so a million-label index costs no Python call per
+    label; it only notes the memory its arrays use (`arrays`), which links the
+    leaf's variable to another variable that reaches that memory directly
+    (`pd.Index(arr)` keeps `arr` as its data). Object arrays must hold only
+    atoms, and nothing may refer to the notebook's own objects; otherwise the
+    leaf is pickled the ordinary, tracked way.
     """
-    ids = set()
-    for c in cls.__mro__:
-        if c.__module__ in ("__main__", "builtins"):
-            continue
-        ids.update(id(v) for v in vars(c).values() if type(v) in (list, dict, set))
-    return ids
+
+    def __init__(self, file: io.BytesIO, buffers: list[pickle.PickleBuffer], np: Any) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffers.append)
+        self.np = np
+        self.arrays: dict[int, Any] = {}
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, self.np.ndarray):
+            if obj.dtype.hasobject and not _only_atoms(obj, minimum=0):
+                raise _NotALeaf
+            root = _array_root(obj)
+            self.arrays[id(root)] = root
+            return _datetimes_out_of_band(obj, self.np)
+        if getattr(type(obj), "__module__", "") == "__main__":
+            raise _NotALeaf
+        return NotImplemented
+
+
+def _load_leaf(data: bytes, *buffers: Any) -> Any:
+    return pickle.loads(data, buffers=buffers)
 
 
 SMALL_FOR_DILL = 1 << 20  # dill is the last resort, and only for small objects
@@ -159,7 +188,20 @@ def _rebuild_view(
     return np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
 
 
+def _view_as(data: Any, dtype: Any) -> Any:
+    """A datetime64/timedelta64 array from its int64 view (see `_datetimes_out_of_band`)."""
+    return data.view(dtype)
+
+
 # -- capture-time analysis -------------------------------------------------------
+
+
+def _datetimes_out_of_band(obj: Any, np: Any) -> Any:
+    """numpy pickles datetime64 and timedelta64 arrays in band (a copy inside the
+    pickle header); their int64 view goes out of band like any number array."""
+    if type(obj) is np.ndarray and obj.dtype.kind in "mM" and obj.flags.c_contiguous:
+        return _view_as, (obj.view(np.int64), obj.dtype)
+    return NotImplemented
 
 
 def is_definition(value: Any) -> bool:
@@ -248,6 +290,8 @@ class Encoded:
     reached: dict[int, Any] = field(default_factory=dict)
     # Immutable leaves (pandas indexes...) reached: they link only to a variable bound to one.
     leaves: dict[int, Any] = field(default_factory=dict)
+    # Memory the leaves' arrays use: links only to a variable that reaches it directly.
+    leaf_arrays: dict[int, Any] = field(default_factory=dict)
     has_sets: bool = False  # reached a set or frozenset (see fingerprint(sets=...))
     seconds: float = 0.0  # time spent pickling
 
@@ -255,38 +299,58 @@ class Encoded:
 class _Tracking:
     """Mixin: record reached objects; map definitions and views to rebuild helpers."""
 
-    def _setup(self, definitions: dict[int, str], views: dict[int, Any], own: set[int]) -> None:
+    def _setup(
+        self,
+        definitions: dict[int, str],
+        views: dict[int, Any],
+        own: set[int],
+        use_leaves: bool = True,
+    ) -> None:
         self.reached: dict[int, Any] = {}
         self.definitions = definitions  # id -> variable name of notebook definitions
         self.views = views  # id -> (view, anchor): views rebuilt on an array pickled too
         self.own = own  # ids of definitions this pod stores by value
         self.np = sys.modules.get("numpy")
         self.immutable = _IMMUTABLE + _shared_singletons()
-        self.leaves = immutable_leaves()
+        self.leaves = immutable_leaves() if use_leaves and self.np is not None else ()
         self.leaves_reached: dict[int, Any] = {}
-        self.classes: set[type] = set()  # classes seen, whose attributes are in class_attrs
-        self.class_attrs: set[int] = set()
+        self.leaf_arrays: dict[int, Any] = {}
+        self.ignored = _library_globals()
+        self.actions: dict[type, int] = {}  # per type: what persistent_id does with it
         self.has_sets = False
+
+    def _action(self, cls: type) -> int:
+        if cls is set:
+            return _SET
+        if cls is frozenset:
+            return _FROZENSET
+        if issubclass(cls, self.immutable) or cls.__name__ in _FUNCTION_TYPE_NAMES:
+            return _SKIP
+        if self.leaves and issubclass(cls, self.leaves):
+            return _LEAF
+        if self.np is not None and issubclass(cls, self.np.ndarray):
+            return _ARRAY
+        return _TRACK
 
     def persistent_id(self, obj: Any) -> None:
         cls = type(obj)
-        if cls is set or cls is frozenset:
-            self.has_sets = True
-        if isinstance(obj, self.immutable) or cls.__name__ in _FUNCTION_TYPE_NAMES:
+        action = self.actions.get(cls)
+        if action is None:
+            action = self.actions[cls] = self._action(cls)
+        if action == _SKIP:
             return None
-        if self.leaves and isinstance(obj, self.leaves):
-            self.leaves_reached[id(obj)] = obj
-            return None
-        if cls not in self.classes:  # before its state is pickled: the instance comes first
-            self.classes.add(cls)
-            self.class_attrs |= _class_attribute_ids(cls)
         key = id(obj)
-        if key in self.class_attrs:
-            return None
-        self.reached[key] = obj
-        if self.np is not None and isinstance(obj, self.np.ndarray):
-            root = _array_root(obj)
-            self.reached[id(root)] = root
+        if action == _LEAF:
+            self.leaves_reached[key] = obj
+        elif action == _FROZENSET:
+            self.has_sets = True
+        elif key not in self.ignored:
+            self.reached[key] = obj
+            if action == _ARRAY:
+                root = _array_root(obj)
+                self.reached[id(root)] = root
+            elif action == _SET:
+                self.has_sets = True
         return None
 
     def _override(self, obj: Any) -> Any:
@@ -297,20 +361,29 @@ class _Tracking:
             anchor = self.views[key][1]
             offset = obj.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
             return _rebuild_view, (anchor, offset, obj.shape, obj.strides, obj.dtype)
-        if self.np is not None and type(obj) is self.np.ndarray and _only_atoms(obj):
+        if self.np is None:
+            return NotImplemented
+        if type(obj) is self.np.ndarray and obj.dtype.kind in "mM":
+            return _datetimes_out_of_band(obj, self.np)
+        if type(obj) is self.np.ndarray and _only_atoms(obj):
             # Nothing below can alias: pickle the elements in C, without a
             # persistent_id call per string (pandas text columns: ~3x faster).
             return pickle.loads, (pickle.dumps(obj, protocol=5),)
         if self.leaves and isinstance(obj, self.leaves):
+            buffers: list[pickle.PickleBuffer] = []
+            sink = io.BytesIO()
+            leaf = _Leaf(sink, buffers, self.np)
             try:
-                data = pickle.dumps(obj, protocol=5)
-            except Exception:  # holds something only cloudpickle can store: track it as usual
+                leaf.dump(obj)
+            except Exception:  # _NotALeaf, or only cloudpickle can store it
                 return NotImplemented
-            values = getattr(obj, "categories", obj)  # a CategoricalDtype's values
-            if str(getattr(values, "dtype", "")) == "object":
-                self.has_sets = True  # it may hold frozensets, unseen: assume so
-            return pickle.loads, (data,)
+            self.leaf_arrays.update(leaf.arrays)
+            return _load_leaf, (sink.getvalue(), *buffers)
         return NotImplemented
+
+
+# What persistent_id does with an object of a type (decided once per type and pickler).
+_SKIP, _LEAF, _TRACK, _ARRAY, _SET, _FROZENSET = range(6)
 
 
 # Element types that hold no references: an object array of only these reaches nothing mutable.
@@ -318,9 +391,9 @@ _ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex})
 _MANY_ELEMENTS = 1024  # below this, per-element tracking costs less than the check
 
 
-def _only_atoms(arr: Any) -> bool:
+def _only_atoms(arr: Any, minimum: int = _MANY_ELEMENTS) -> bool:
     """An object-dtype array (a pandas text column, say) whose elements are all atoms."""
-    if not arr.dtype.hasobject or arr.dtype.names is not None or arr.size < _MANY_ELEMENTS:
+    if not arr.dtype.hasobject or arr.dtype.names is not None or arr.size < minimum:
         return False
     return set(map(type, arr.ravel(order="K").tolist())) <= _ATOMS
 
@@ -374,16 +447,31 @@ def _reduce_slotted_class(cls: type) -> tuple[Any, ...]:
 
 
 def _dump(
-    pickler_cls: type, value: Any, definitions: dict[int, str], views: dict[int, Any], own: set[int]
+    pickler_cls: type,
+    value: Any,
+    definitions: dict[int, str],
+    views: dict[int, Any],
+    own: set[int],
+    leaves: bool,
 ) -> Encoded:
     buffers: list[pickle.PickleBuffer] = []
     sink = io.BytesIO()
     pickler = pickler_cls(sink, protocol=5, buffer_callback=buffers.append)
-    pickler._setup(definitions, views, own)
+    pickler._setup(definitions, views, own, leaves)
     pickler.dump(value)
+    if pickler.leaf_arrays.keys() & pickler.reached.keys():
+        # A leaf shares memory with another part of this value: one ordinary
+        # pickle keeps them sharing (its memo sees both).
+        return _dump(pickler_cls, value, definitions, views, own, leaves=False)
     name = "pickle" if pickler_cls is _StdPickler else "cloudpickle"
     return Encoded(
-        sink.getvalue(), buffers, name, pickler.reached, pickler.leaves_reached, pickler.has_sets
+        sink.getvalue(),
+        buffers,
+        name,
+        pickler.reached,
+        pickler.leaves_reached,
+        pickler.leaf_arrays,
+        pickler.has_sets,
     )
 
 
@@ -392,28 +480,35 @@ def encode(
     definitions: dict[int, str],
     views: dict[int, Any],
     by_value: bool = False,
+    leaves: bool = True,
 ) -> Encoded:
     """Serialize {name: value} with the first serializer that works.
 
     pickle (protocol 5, out-of-band buffers), then cloudpickle (same), then
     dill for small objects. `by_value` stores this pod's own definitions by
-    value (cloudpickle). Raises the first serializer's error when all fail.
+    value (cloudpickle). `leaves=False` pickles pandas indexes and dtypes the
+    ordinary way, so that variables stored together keep sharing them. Raises
+    the first serializer's error when all fail.
     """
     started = time.perf_counter()
-    encoded = _encode(value, definitions, views, by_value)
+    encoded = _encode(value, definitions, views, by_value, leaves)
     encoded.seconds = time.perf_counter() - started
     return encoded
 
 
 def _encode(
-    value: dict[str, Any], definitions: dict[int, str], views: dict[int, Any], by_value: bool
+    value: dict[str, Any],
+    definitions: dict[int, str],
+    views: dict[int, Any],
+    by_value: bool,
+    leaves: bool,
 ) -> Encoded:
     own = {id(v) for v in value.values()} if by_value else set()
     first_error: Exception | None = None
     attempts = [_cloud_pickler_class()] if by_value else [_StdPickler, _cloud_pickler_class()]
     for cls in attempts:
         try:
-            return _dump(cls, value, definitions, views, own)
+            return _dump(cls, value, definitions, views, own, leaves)
         except Exception as exc:
             first_error = first_error or exc
     try:

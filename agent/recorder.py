@@ -319,11 +319,14 @@ def could_change(value: Any, uses: list[Use], ns: dict[str, Any]) -> bool:
     cell costs more than the cell itself when it only asks len(docs).
     """
     kind = _container_kind(value)
+    # Elements a loop could change: reached by iterating, or through a builtin that
+    # hands them out (enumerate(xs), zip(a, b), sorted(xs), list(a)).
+    mutable = functools.cache(lambda: _mutable_elements(value, kind))  # once for all uses
     if kind is None:
         mutators = _builtin_mutators(value)
         if mutators is None:
             return True
-        plain = functools.cache(lambda: _plain_elements(value))  # once for all uses
+        plain = functools.cache(lambda: _plain_elements(value))
         for use in uses:
             if use.kind == "iter" and use.readonly and _the_builtins(use.name, ns) and plain():
                 continue  # a comprehension that only reads the elements
@@ -332,6 +335,8 @@ def could_change(value: Any, uses: list[Use], ns: dict[str, Any]) -> bool:
             if use.kind == "method" and (use.name in mutators or use.name.startswith("__")):
                 return True
             if use.kind == "arg" and not _pure_on_data(use.name, ns):
+                return True
+            if use.kind == "arg" and _hands_out_elements(use.name, ns) and mutable():
                 return True
         return False
     mutators = _NUMPY_MUTATORS if kind == "numpy" else _PANDAS_MUTATORS
@@ -344,7 +349,36 @@ def could_change(value: Any, uses: list[Use], ns: dict[str, Any]) -> bool:
             return True  # a[0].fill(1): a[0] is a view
         if use.kind == "arg" and (use.inplace or not _pure_on_data(use.name, ns)):
             return True
+        exposed = use.kind == "iter" or (use.kind == "arg" and _hands_out_elements(use.name, ns))
+        if exposed and mutable():
+            return True  # for row in a: row[0] = 1 (rows of a 2-D array are views)
     return False
+
+
+# Builtins whose result holds or yields the argument's own elements.
+_HANDS_OUT = frozenset(
+    {"enumerate", "zip", "reversed", "iter", "next", "list", "tuple", "sorted", "filter",
+     "map", "min", "max", "sum", "set", "frozenset", "dict"}
+)  # fmt: skip
+
+
+def _hands_out_elements(called: str, ns: dict[str, Any]) -> bool:
+    return called in _HANDS_OUT and called not in ns  # the builtin, not the user's own
+
+
+def _mutable_elements(value: Any, kind: str | None) -> bool:
+    """Whether changing an element a loop gets could change the value itself.
+
+    Flat containers hand out strings and numbers; 1-D numeric arrays hand out
+    scalar copies; pandas (>= 3) hands out labels and scalars, except from
+    object columns.
+    """
+    if kind == "numpy":
+        return value.ndim > 1 or value.dtype.hasobject
+    if kind == "pandas":
+        dtypes = value.dtypes if hasattr(value, "columns") else [getattr(value, "dtype", None)]
+        return any(str(d) == "object" for d in dtypes)
+    return not set(map(type, value)) <= _FLAT_TYPES
 
 
 _LIST_MUTATORS = frozenset(
@@ -453,6 +487,7 @@ _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
 
 
 _FLAT = (str, int, float, bool, bytes, type(None))
+_FLAT_TYPES = frozenset(_FLAT)
 
 
 def _digest(value: Any) -> bytes | None:

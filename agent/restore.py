@@ -21,7 +21,7 @@ from typing import Any
 from nbferry.agent import caretaker, pickling
 from nbferry.agent.pickling import STATE_POD
 from nbferry.agent.rerun import recompute
-from nbferry.storage import CorruptCheckpointError, Store, StoreError
+from nbferry.storage import CorruptCheckpointError, Store, StoreError, nbferry_version
 from nbferry.storage.speed import observe
 from nbferry.v1 import manifest_pb2 as pb
 
@@ -102,7 +102,7 @@ def restore(
                 _fail(failed, by_id[pid], exc)
                 continue
             except Exception as exc:
-                _fail(failed, by_id[pid], exc)
+                _fail(failed, by_id[pid], exc, manifest.producer.nbferry_version)
                 continue
             user_ns.update(decoded)
             values.update(decoded)
@@ -181,10 +181,16 @@ def _read_pods(
     return pods, errors
 
 
-def _fail(failed: list[dict[str, str]], pod: pb.Pod, exc: Exception) -> None:
+def _fail(failed: list[dict[str, str]], pod: pb.Pod, exc: Exception, writer: str = "") -> None:
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         reason += f" (install {exc.name.split('.')[0]} in this kernel's environment)"
+    elif isinstance(exc, AttributeError) and "nbferry.agent.pickling" in str(exc):
+        # A pod refers to a load helper this (older) nbferry does not have.
+        reason += (
+            f" (written by nbferry {writer or 'of another version'}; this kernel has "
+            f"{nbferry_version()}: install the writer's version or newer here)"
+        )
     for name in pod.variables:
         failed.append({"name": name, "reason": reason})
 

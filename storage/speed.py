@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 MAX_AGE = 7 * 24 * 3600.0
 _PROBE_CHUNKS = 4
+PROBE_VERSION = 2  # 2: float-like chunks. Cached speeds of another probe are measured again.
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class StoreSpeed:
     read_bytes_per_second: float  # raw bytes through download, verification and decoding
     latency_seconds: float  # one small request
     measured_at: float = 0.0  # Unix time; 0 for the built-in guess
+    probe: int = 0  # PROBE_VERSION of the measurement
 
     def write_seconds(self, size: int) -> float:
         return size / self.write_bytes_per_second + self.latency_seconds * _requests(size)
@@ -99,7 +101,8 @@ def speed_key(store: Store) -> str:
 def cached_speed(store: Store, max_age: float = MAX_AGE) -> StoreSpeed | None:
     """The cached speed of `store`, or None when there is none or it is stale."""
     entry = _load().get(speed_key(store))
-    if entry and time.time() - entry.get("measured_at", 0) < max_age:
+    fresh = entry and time.time() - entry.get("measured_at", 0) < max_age
+    if fresh and entry.get("probe") == PROBE_VERSION:
         try:
             return StoreSpeed(**entry)
         except TypeError:
@@ -199,4 +202,5 @@ def measure(store: Store) -> StoreSpeed:
         read_bytes_per_second=total / max(t2 - t1, 1e-6),
         latency_seconds=latency,
         measured_at=time.time(),
+        probe=PROBE_VERSION,
     )

@@ -404,6 +404,7 @@ def test_code_globals_of_a_cell_module_reads_its_names() -> None:
         ("len(a); print(a)", False),
         ("helper(a)", True),  # a notebook function could write into it
         ("for row in a:\n    pass", False),
+        ("for i, x in enumerate(a):\n    print(x)", False),  # scalars: copies
     ],
 )
 def test_numpy_uses_that_could_change_an_array(cell: str, changes: bool) -> None:
@@ -412,6 +413,23 @@ def test_numpy_uses_that_could_change_an_array(cell: str, changes: bool) -> None
 
     ns = {"np": np, "a": np.arange(4), "helper": lambda x: x}
     assert could_change(ns["a"], scan(cell).uses.get("a", []), ns) is changes
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "for row in a:\n    row[0] = 1",
+        "for i, row in enumerate(a):\n    row += 1",
+        "for row, w in zip(a, [1, 2]):\n    row *= w",
+        "rows = list(a)",  # the rows are views into a
+    ],
+)
+def test_rows_of_a_2d_array_are_views_a_loop_can_change(cell: str) -> None:
+    np = pytest.importorskip("numpy")
+    from nbferry.agent.recorder import could_change
+
+    ns = {"np": np, "a": np.zeros((2, 3))}
+    assert could_change(ns["a"], scan(cell).uses.get("a", []), ns)
 
 
 @pytest.mark.parametrize(
@@ -477,6 +495,18 @@ def test_pandas_uses_that_could_change_a_frame(cell: str, changes: bool) -> None
         ([["a"], ["b"]], "for d in xs:\n    d.sort()", True),
         ([["a"], ["b"]], "for d in xs:\n    for t in d:\n        t.strip()", True),
         ([["a"], ["b"]], "for d in xs:\n    d += ['c']", True),
+        # Builtins that hand out the elements: harmless only when those are flat.
+        ([["a"], ["b"]], "for i, d in enumerate(xs):\n    d.append(1)", True),
+        ([["a"], ["b"]], "for d, n in zip(xs, [1, 2]):\n    d.append(n)", True),
+        ([["a"], ["b"]], "ys = sorted(xs)", True),  # ys shares the elements
+        ([["a"], ["b"]], "last = max(xs)\nlast.append(1)", True),
+        ([["a"], ["b"]], "n = len(xs); print(xs)", False),
+        (["a", "b"], "for i, d in enumerate(xs):\n    print(i, d)", False),
+        (["a", "b"], "ys = sorted(xs); zs = list(zip(xs, xs))", False),
+        ({"a": 1}, "for k in sorted(xs):\n    print(k)", False),
+        ([["a"], ["b"]], "n = sum(map(len, xs))", False),  # each element only reaches len
+        ([["a"], ["b"]], "ys = list(map(helper, xs))", True),
+        ([["a"], ["b"]], "def len(d):\n    d.append(0)\nn = sum(map(len, xs))", True),
     ],
 )
 def test_builtin_containers_are_judged_by_use(value: object, cell: str, changes: bool) -> None:

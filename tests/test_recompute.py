@@ -154,6 +154,20 @@ def test_recorder_judges_loops_over_a_list_of_lists_by_what_they_do(source: Kern
     assert source.value("tokens") == [["a", "b", "z", "y"], ["b", "c", "z", "y"]]
 
 
+def test_recorder_sees_edits_through_enumerate_zip_and_array_rows(source: Kernel) -> None:
+    """Builtins that hand out elements, and rows of 2-D arrays, which are views."""
+    source.run("import numpy as np")
+    source.run("rows = [[1], [2]]\ngrid = np.zeros((2, 3))\nwords = ['a', 'b']")
+    source.run("for i, r in enumerate(rows):\n    r.append(i)")
+    source.run("for row, w in zip(grid, [1.0, 2.0]):\n    row += w")
+    source.run("for i, w in enumerate(words):\n    print(i, w)")  # flat: nothing to change
+    got = {c["n"]: c for c in cells(source)}
+    assert got[4]["mutated"] == ["rows"]
+    assert got[5]["mutated"] == ["grid"]
+    assert got[6]["mutated"] == [] and "words" in got[6]["reads"]
+    assert source.value("[rows, grid.sum()]") == [[[1, 0], [2, 1]], 9.0]
+
+
 def test_side_effects_make_cells_unsafe(source: Kernel, dirs: tuple[Path, Path, str]) -> None:
     a, _, _ = dirs
     (a / "in.csv").write_text("x,y\n1,2\n3,4\n")

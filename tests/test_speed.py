@@ -40,6 +40,17 @@ def test_cached_speed_is_reused_until_stale(
     assert calls == [file_store]
 
 
+def test_a_speed_from_an_older_probe_is_measured_again(file_store: Store, cache: Path) -> None:
+    first = sp.store_speed(file_store)
+    assert first.probe == sp.PROBE_VERSION
+    entries = json.loads(cache.read_text())
+    for entry in entries.values():
+        del entry["probe"]  # as written before the probe had versions
+    cache.write_text(json.dumps(entries))
+    assert sp.cached_speed(file_store) is None
+    assert sp.store_speed(file_store).measured_at > first.measured_at
+
+
 def test_a_damaged_cache_is_measured_again(file_store: Store, cache: Path) -> None:
     cache.parent.mkdir(parents=True)
     cache.write_text("{not json")
