@@ -98,19 +98,20 @@ def scan(source: str) -> CellScan:
         return out
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     _Visitor(out, parents).visit(tree)
-    # A read-only loop or a call relied on a builtin the cell itself rebinds
-    # (def len...): the recorder, which sees the namespace before the cell, must
-    # not trust it.
     for name, uses in out.uses.items():
-        out.uses[name] = [
-            Use("iter")
-            if u.readonly and set(u.name.split(",")) & out.writes
-            else Use("arg", "", u.inplace)
-            if u.kind == "arg" and u.name.split(".")[0] in out.writes
-            else u
-            for u in uses
-        ]
+        out.uses[name] = [_distrust_rebound(u, out.writes) for u in uses]
     return out
+
+
+def _distrust_rebound(use: Use, writes: set[str]) -> Use:
+    """A read-only loop or a call that relies on a builtin the cell itself rebinds
+    (def len...): the recorder, which sees the namespace before the cell, must
+    not trust it."""
+    if use.readonly and set(use.name.split(",")) & writes:
+        return Use("iter")
+    if use.kind == "arg" and use.name.split(".")[0] in writes:
+        return Use("arg", "", use.inplace)
+    return use
 
 
 # Calls that only read their argument or hash its elements; consumers that only

@@ -363,12 +363,14 @@ class _Tracking:
             return _rebuild_view, (anchor, offset, obj.shape, obj.strides, obj.dtype)
         if self.np is None:
             return NotImplemented
-        if type(obj) is self.np.ndarray and obj.dtype.kind in "mM":
-            return _datetimes_out_of_band(obj, self.np)
-        if type(obj) is self.np.ndarray and _only_atoms(obj):
-            # Nothing below can alias: pickle the elements in C, without a
-            # persistent_id call per string (pandas text columns: ~3x faster).
-            return pickle.loads, (pickle.dumps(obj, protocol=5),)
+        if type(obj) is self.np.ndarray:
+            if obj.dtype.kind in "mM":
+                return _datetimes_out_of_band(obj, self.np)
+            if _only_atoms(obj):
+                # Nothing below can alias: pickle the elements in C, without a
+                # persistent_id call per string (pandas text columns: ~3x faster).
+                return pickle.loads, (pickle.dumps(obj, protocol=5),)
+            return NotImplemented
         if self.leaves and isinstance(obj, self.leaves):
             buffers: list[pickle.PickleBuffer] = []
             sink = io.BytesIO()

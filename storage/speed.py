@@ -4,10 +4,10 @@ The planner weighs storing a value (bytes over this bandwidth, plus request
 latency) against rerunning the cells that made it. The probe writes and reads
 four 4 MiB chunks (random, text-like, two float-like) in parallel through the
 same code path pods use (hash, codec choice, upload; download, verify), plus
-one tiny object for latency, under `probe/` in the store, and deletes them. Results are cached for
-a week in the user's cache folder, per disk for local folders and per bucket
-for S3, so a checkpoint never pays for the probe twice; real checkpoints and
-restores then refine them (`observe`).
+one tiny object for latency, under `probe/` in the store, and deletes them.
+Results are cached for a week in the user's cache folder, per disk for local
+folders and per bucket for S3, so a checkpoint never pays for the probe twice;
+real checkpoints and restores then refine them (`observe`).
 """
 
 from __future__ import annotations
