@@ -19,11 +19,13 @@ import ast
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbferry.agent import planner, planning
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.v1 import manifest_pb2 as pb
+
+if TYPE_CHECKING:
+    from nbferry.agent import planner
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Outcome:
 
 def plan_here(manifest: pb.Manifest, loaded: set[str]) -> planner.Plan:
     """Which cells to rerun on this host for the variables that did not load."""
+    from nbferry.agent import planner, planning  # only when something must be recomputed
+
     skipped = {s.name for s in manifest.skipped}
     variables = [
         planner.Variable(name, 0.0 if name in loaded else planner.INF)

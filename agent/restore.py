@@ -22,7 +22,6 @@ from nbferry.agent import caretaker, pickling
 from nbferry.agent.pickling import STATE_POD
 from nbferry.agent.rerun import recompute
 from nbferry.storage import CorruptCheckpointError, Store, StoreError, nbferry_version
-from nbferry.storage.speed import observe
 from nbferry.v1 import manifest_pb2 as pb
 
 
@@ -168,6 +167,8 @@ def _read_pods(
     except CorruptCheckpointError:
         pass
     else:
+        from nbferry.storage.speed import observe
+
         size = sum(b.size for p in manifest.pods for b in [p.header, *p.buffers])
         observe(store, read=size, seconds=time.perf_counter() - started)
         return pods, {}

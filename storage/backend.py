@@ -16,11 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, TypeVar
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.implementations.memory import MemoryFileSystem
-
 from nbferry.storage.errors import StoreAccessError
+from nbferry.storage.localfs import LocalFolder, local_root
 from nbferry.storage.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -29,7 +26,7 @@ TMP_MARK = ".tmp-"  # temp files of interrupted local writes carry this in their
 
 
 class Backend:
-    """One store root on one fsspec filesystem."""
+    """One store root on one fsspec filesystem (a plain local folder needs no fsspec)."""
 
     def __init__(
         self,
@@ -42,16 +39,16 @@ class Backend:
         self.url = url
         self.retry = retry or RetryPolicy()
         self.fsync = fsync
-        try:
-            self.fs, root = fsspec.core.url_to_fs(url, **(options or {}))
-        except (ValueError, ImportError) as exc:
-            raise StoreAccessError(
-                f"cannot open store {url!r}: {exc}. Use file:///path, memory://name, "
-                "s3://bucket/prefix, or another fsspec URL whose package is installed"
-            ) from exc
+        self.fs: Any
+        root = local_root(url, options)
+        if root is not None:
+            self.fs = LocalFolder()
+        else:
+            self.fs, root = _open_fsspec(url, options)
         self.root = root.rstrip("/")
-        self.local = isinstance(self.fs, LocalFileSystem)
-        self.s3 = "s3" in _protocols(self.fs)
+        protocols = _protocols(self.fs)
+        self.local = "file" in protocols
+        self.s3 = "s3" in protocols
         if self.s3:
             self.fs.retries = 2  # s3fs's own retry loop (a class attribute); ours backs off
         self._create_lock = threading.Lock()  # memory:// has no atomic create
@@ -294,7 +291,7 @@ class Backend:
         path = self.path(key)
         if self.local:
             self._write_local(path, parts, exclusive)
-        elif exclusive and isinstance(self.fs, MemoryFileSystem):
+        elif exclusive and "memory" in _protocols(self.fs):
             with self._create_lock:
                 if self.fs.exists(path):
                     raise FileExistsError(path)
@@ -402,7 +399,19 @@ def _modified(info: dict[str, Any]) -> float | None:
     return None
 
 
-def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+def _open_fsspec(url: str, options: dict[str, Any] | None) -> tuple[Any, str]:
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url, **(options or {}))
+    except (ValueError, ImportError) as exc:
+        raise StoreAccessError(
+            f"cannot open store {url!r}: {exc}. Use file:///path, memory://name, "
+            "s3://bucket/prefix, or another fsspec URL whose package is installed"
+        ) from exc
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
     proto = fs.protocol
     return (proto,) if isinstance(proto, str) else tuple(proto)
 

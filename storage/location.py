@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import platformdirs
-
 ENV_STORE = "NBFERRY_STORE"
 ENV_S3_ENDPOINT = "NBFERRY_S3_ENDPOINT_URL"
 
@@ -16,6 +14,8 @@ def default_store_url() -> str:
     url = os.environ.get(ENV_STORE)
     if url:
         return url
+    import platformdirs  # ~4 ms; most callers pass a URL
+
     return (platformdirs.user_data_path("nbferry") / "store").as_uri()
 
 

@@ -21,8 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import platformdirs
-
 from nbferry.storage import chunks as ck
 from nbferry.storage.ids import new_checkpoint_id
 
@@ -55,7 +53,12 @@ def _requests(size: int) -> float:
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("NBFERRY_SPEED_CACHE") or platformdirs.user_cache_path("nbferry"))
+    cached = os.environ.get("NBFERRY_SPEED_CACHE")
+    if cached:
+        return Path(cached)
+    import platformdirs
+
+    return platformdirs.user_cache_path("nbferry")
 
 
 def _load() -> dict:

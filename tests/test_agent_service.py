@@ -53,6 +53,28 @@ def options(store: str, **kw: object) -> apb.PlanOptions:
     return apb.PlanOptions(store_url=store, session_id="svc", **kw)
 
 
+def test_checkpoint_code_loads_in_the_background_and_file_stores_need_no_fsspec(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    """The first %nbferry command should not pay ~0.1 s of imports with the kernel blocked."""
+    from nbferry.agent import WARM_MODULES
+
+    modules = f"[m for m in {list(WARM_MODULES)!r} if m not in __import__('sys').modules]"
+    deadline = time.monotonic() + 20
+    while kernel.value(modules) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert kernel.value(modules) == []
+    # Warming binds nothing in the user's namespace.
+    assert not [n for n in kernel.value("list(get_ipython().user_ns)") if "nbferry" in n]
+
+    store = f"file://{tmp_path / 'store'}"
+    kernel.run("x = [1, 2, 3]")
+    kernel.run(f"r = %nbferry checkpoint --store {store} --session bg")
+    kernel.run(f"r = %nbferry restore latest --store {store} --session bg")
+    assert kernel.value("r['loaded']") == ["x"]
+    assert kernel.value("'fsspec' in __import__('sys').modules") is False
+
+
 def test_discovery_file_and_socket_are_private(kernel: Kernel, agent: AgentClient) -> None:
     info = find_agent(kernel.kernel_id)
     disc = discovery_file(info.connection_file)
