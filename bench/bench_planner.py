@@ -108,6 +108,7 @@ from bench_agent import (
     H,
     code_revision,
     dir_bytes,
+    load_agent,
     log,
     med,
     prepare,
@@ -583,7 +584,7 @@ def restore(
     kd = kernel(dst_dir)
     try:
         if method != "dill":
-            kd.run("%load_ext nbferry.agent")
+            load_agent(kd)
         evicted = False
         if args.drop_caches:
             warm_imports(cells)
@@ -628,7 +629,7 @@ def measure_rep(
     kb = None
     try:
         kb = kernel(base / "source")
-        kb.run("%load_ext nbferry.agent")
+        load_agent(kb)
         caps = kb.value(f"{P}.capabilities()")
         out["capabilities"] = caps
         if args.warm:
