@@ -220,6 +220,13 @@ def _array_root(arr: Any) -> Any:
     return root
 
 
+def _not_atoms(items: Any) -> Any:
+    """The elements worth walking into; one type check in C when all are atoms."""
+    if set(map(type, items)) <= _ATOMS:
+        return ()
+    return [x for x in items if type(x) not in _ATOMS]
+
+
 def rebuildable_views(values: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
     """numpy views reachable through plain containers, with the captured array they view.
 
@@ -245,11 +252,11 @@ def rebuildable_views(values: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
         if isinstance(obj, np.ndarray):
             found[id(obj)] = obj
             if obj.dtype.hasobject:
-                stack.extend(obj.ravel().tolist())
+                stack.extend(_not_atoms(obj.ravel().tolist()))
         elif isinstance(obj, (list, tuple, set, frozenset)):
-            stack.extend(obj)
+            stack.extend(_not_atoms(obj))
         elif isinstance(obj, dict):
-            stack.extend(obj.values())
+            stack.extend(_not_atoms(obj.values()))
     bounds = getattr(getattr(np.lib, "array_utils", np), "byte_bounds", None)
     by_root: dict[int, list[Any]] = {}
     for arr in found.values():
@@ -400,6 +407,46 @@ def _only_atoms(arr: Any, minimum: int = _MANY_ELEMENTS) -> bool:
     return set(map(type, arr.ravel(order="K").tolist())) <= _ATOMS
 
 
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+
+
+def _plain_containers(value: Any, ignored: set[int]) -> tuple[dict[int, Any], bool] | None:
+    """What the tracking pickler would record for a value made only of lists, tuples,
+    dicts, sets and atoms (token lists, JSON-like records); None for anything else.
+
+    Such a value needs no tracking pickler: nothing in it is a definition, a view
+    or a leaf, and its mutable containers are all it can share with another
+    variable. Checking each container's element types in C (set(map(type, ...)))
+    replaces a persistent_id call per element: 3M token strings pickle ~4x faster.
+    Returns (mutable containers by id, whether a set or frozenset was reached).
+    """
+    reached: dict[int, Any] = {}
+    seen: set[int] = set()
+    has_sets = False
+    plain = _ATOMS | _CONTAINERS
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        key = id(obj)
+        if key in seen:
+            continue
+        seen.add(key)
+        cls = type(obj)
+        if cls is set or cls is frozenset:
+            has_sets = True
+        if cls is not tuple and cls is not frozenset and key not in ignored:
+            reached[key] = obj
+        parts = (obj, obj.values()) if cls is dict else (obj,)
+        for items in parts:
+            kinds = set(map(type, items))
+            if kinds <= _ATOMS:
+                continue
+            if not kinds <= plain:
+                return None
+            stack.extend(x for x in items if type(x) in _CONTAINERS)
+    return reached, has_sets
+
+
 class _StdPickler(_Tracking, pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         return self._override(obj)
@@ -505,6 +552,10 @@ def _encode(
     by_value: bool,
     leaves: bool,
 ) -> Encoded:
+    plain = None if by_value else _plain_containers(value, _library_globals())
+    if plain is not None:
+        reached, has_sets = plain
+        return Encoded(pickle.dumps(value, protocol=5), [], "pickle", reached, has_sets=has_sets)
     own = {id(v) for v in value.values()} if by_value else set()
     first_error: Exception | None = None
     attempts = [_cloud_pickler_class()] if by_value else [_StdPickler, _cloud_pickler_class()]

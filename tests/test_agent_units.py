@@ -65,6 +65,36 @@ def test_text_columns_pickle_in_c_yet_keep_sharing_and_links() -> None:
     assert fingerprint(got) == fingerprint(frame)
 
 
+def test_plain_containers_skip_the_tracking_pickler_yet_link_and_restore_alike() -> None:
+    import pandas as pd
+
+    from nbferry.agent import pickling
+
+    inner = ["shared", 1]
+    values = [
+        {"tokens": [["a", "b"], ["c"], []], "rec": {"k": (1, [2.0, None]), (1, 2): {b"x"}}},
+        {"t": ((inner, inner), {"x": inner}), "f": frozenset({1, "a"}), "e": {}},
+        {"meta": [pd.DataFrame._metadata]},  # a library global links nothing
+    ]
+    for value in values:
+        plain = pickling._plain_containers(value, pickling._library_globals())
+        tracked = pickling._dump(pickling._StdPickler, value, {}, {}, set(), True)
+        assert plain is not None
+        assert plain[0].keys() == tracked.reached.keys() and plain[1] == tracked.has_sets
+    # Anything else inside (an array, a Counter, a notebook object) takes the tracking path.
+    for odd in ([np.zeros(2)], {"c": __import__("collections").Counter("ab")}, [[object()]]):
+        assert pickling._plain_containers({"v": odd}, set()) is None
+
+    tokens = [[f"w{i}" for i in range(j % 7)] for j in range(3000)]
+    ns = {"tokens": tokens, "first": tokens[5], "other": [["x"]], "s": {"a", "b"}}
+    pods = {tuple(p.variables): p for p in capture_namespace(ns).pods if p.variables}
+    assert ("tokens", "first") in pods and ("other",) in pods and ("s",) in pods
+    pod = pods[("tokens", "first")]
+    back = pickling.decode(pod.header, pod.buffers, pod.serializer)
+    assert back["tokens"] == tokens and back["first"] is back["tokens"][5]
+    assert pod.serializer == "pickle"
+
+
 def test_pandas_globals_and_shared_indexes_do_not_link_frames() -> None:
     import pandas as pd
 
