@@ -1,8 +1,10 @@
 """nbferry.agent: the in-kernel agent. Load it with `%load_ext nbferry.agent`.
 
 Loading registers the %nbferry magic and starts the recorder (IPython cell
-events plus an audit hook); capture, planning and storage are imported when
-first used, so the extension adds little to kernel start-up.
+events plus an audit hook). Everything else starts on a thread, so the
+extension adds little to kernel start-up: the gRPC endpoint, then the import
+of the checkpoint, planning and storage code, so the first command does not
+wait for it either.
 """
 
 from __future__ import annotations

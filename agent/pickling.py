@@ -222,9 +222,12 @@ def _array_root(arr: Any) -> Any:
 
 def _not_atoms(items: Any) -> Any:
     """The elements worth walking into; one type check in C when all are atoms."""
-    if set(map(type, items)) <= _ATOMS:
-        return ()
-    return [x for x in items if type(x) not in _ATOMS]
+    try:
+        if set(map(type, items)) <= _ATOMS:
+            return ()
+        return [x for x in items if type(x) not in _ATOMS]
+    except TypeError:  # a class whose metaclass makes it unhashable
+        return list(items)
 
 
 def rebuildable_views(values: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
@@ -438,7 +441,10 @@ def _plain_containers(value: Any, ignored: set[int]) -> tuple[dict[int, Any], bo
             reached[key] = obj
         parts = (obj, obj.values()) if cls is dict else (obj,)
         for items in parts:
-            kinds = set(map(type, items))
+            try:
+                kinds = set(map(type, items))
+            except TypeError:  # an unhashable class: let the tracking pickler judge it
+                return None
             if kinds <= _ATOMS:
                 continue
             if not kinds <= plain:

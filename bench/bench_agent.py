@@ -459,6 +459,8 @@ def measure_ext(n_kernels: int, tmp: Path) -> dict[str, Any]:
             after = k.value("len(__import__('sys').modules)")
             t = time.perf_counter()
             while k.value(AGENT_STARTING):
+                if time.perf_counter() - t > 60:
+                    raise RuntimeError("the nbferry agent's start-up thread did not finish")
                 time.sleep(0.01)
             startup = time.perf_counter() - t
             rows.append(

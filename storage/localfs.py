@@ -9,6 +9,7 @@ for the calls used (paths are absolute, `find` lists files only, sorted).
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 
@@ -43,34 +44,55 @@ class LocalFolder:
             return f.read(max(0, stop - begin))
 
     def info(self, path: str) -> dict[str, Any]:
+        """What a path is, following links (FileNotFoundError for a broken one)."""
         st = os.stat(path)
-        kind = "directory" if os.path.isdir(path) else "file"
-        return {"name": path, "size": st.st_size, "type": kind, "mtime": st.st_mtime}
+        return {"name": path, "size": st.st_size, "type": _kind(st.st_mode), "mtime": st.st_mtime}
+
+    def _listed(self, path: str) -> dict[str, Any]:
+        """A listed entry, as fsspec describes one: a link is "other" (sized by its
+        target, 0 when broken), so nothing that lists entries follows it."""
+        st = os.lstat(path)
+        kind, size = _kind(st.st_mode), st.st_size
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = 0
+        return {"name": path, "size": size, "type": kind, "mtime": st.st_mtime}
 
     def find(self, path: str, detail: bool = False) -> Any:
-        """Files under a folder (or the file itself), sorted; nothing when it does not exist."""
+        """Files (and links to folders, not followed) under a folder, or the file itself,
+        sorted; nothing when it does not exist."""
         if os.path.isfile(path):
             names = [path]
         else:
             names = []
-            for folder, _, files in os.walk(path):
+            for folder, dirs, files in os.walk(path):
                 names.extend(os.path.join(folder, name) for name in files)
+                names.extend(
+                    os.path.join(folder, name)
+                    for name in dirs
+                    if os.path.islink(os.path.join(folder, name))
+                )
             names.sort()
         if not detail:
             return names
         found = {}
         for name in names:
             try:
-                found[name] = self.info(name)
+                found[name] = self._listed(name)
             except FileNotFoundError:  # removed while listing
                 continue
         return found
 
     def ls(self, path: str, detail: bool = False) -> list[Any]:
+        if not os.path.isdir(path):
+            entries = [self.info(path)]  # a file lists itself; FileNotFoundError when missing
+            return entries if detail else [path]
         entries = []
         with os.scandir(path) as it:
             for entry in it:
-                kind = "directory" if entry.is_dir() else "file"
+                kind = _kind(entry.stat(follow_symlinks=False).st_mode)
                 entries.append({"name": entry.path, "type": kind})
         entries.sort(key=lambda e: e["name"])
         return entries if detail else [e["name"] for e in entries]
@@ -80,6 +102,13 @@ class LocalFolder:
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Nothing is cached."""
+
+
+def _kind(mode: int) -> str:
+    """fsspec's entry types; a link (from lstat) is "other"."""
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "file" if stat.S_ISREG(mode) else "other"
 
 
 def _offset(value: int, size: int) -> int:

@@ -81,6 +81,17 @@ def test_plain_containers_skip_the_tracking_pickler_yet_link_and_restore_alike()
         tracked = pickling._dump(pickling._StdPickler, value, {}, {}, set(), True)
         assert plain is not None
         assert plain[0].keys() == tracked.reached.keys() and plain[1] == tracked.has_sets
+
+    # A class whose metaclass makes it unhashable fails only its own variable, as before.
+    class Meta(type):
+        def __eq__(cls, other: object) -> bool:
+            return cls is other
+
+    odd_cls = Meta("Odd", (), {})
+    ns = {"ok": [1, 2], "odd": [odd_cls()], "arr": np.zeros(3)}
+    assert pickling._plain_containers({"v": ns["odd"]}, set()) is None
+    captured = capture_namespace(ns)
+    assert [s.name for s in captured.skipped] == ["odd"] and "ok" in captured.variables
     # Anything else inside (an array, a Counter, a notebook object) takes the tracking path.
     for odd in ([np.zeros(2)], {"c": __import__("collections").Counter("ab")}, [[object()]]):
         assert pickling._plain_containers({"v": odd}, set()) is None

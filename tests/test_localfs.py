@@ -17,6 +17,9 @@ def tree(tmp_path: Path) -> Path:
     (tmp_path / "a" / "one").write_bytes(b"0123456789")
     (tmp_path / "a" / "b" / "two").write_bytes(b"xy")
     (tmp_path / "top").write_bytes(b"")
+    (tmp_path / "a" / "to-b").symlink_to(tmp_path / "a" / "b")  # listed, never followed
+    (tmp_path / "a" / "to-one").symlink_to(tmp_path / "a" / "one")
+    (tmp_path / "a" / "broken").symlink_to(tmp_path / "nowhere")
     return tmp_path
 
 
@@ -33,12 +36,15 @@ def test_same_answers_as_fsspec(tree: Path) -> None:
             expected[path]["size"],
             expected[path]["type"],
             expected[path]["mtime"],
-        )
+        ), path
+    assert detail[str(tree / "a" / "to-b")]["type"] == "other"
     listed = [(e["name"], e["type"]) for e in ours.ls(str(tree / "a"), detail=True)]
     assert listed == sorted((e["name"], e["type"]) for e in theirs.ls(str(tree / "a"), detail=True))
     for start, end in [(None, None), (2, 5), (8, None), (-3, None), (0, -2), (20, None), (4, 99)]:
         assert ours.cat_file(one, start, end) == theirs.cat_file(one, start, end), (start, end)
     assert ours.info(one)["size"] == theirs.info(one)["size"] == 10
+    assert [e["type"] for e in ours.ls(one, detail=True)] == ["file"]
+    assert ours.ls(one) == theirs.ls(one) == [one]
     for call in (ours.info, theirs.info, ours.rm_file, theirs.rm_file, ours.cat_file):
         with pytest.raises(FileNotFoundError):
             call(str(tree / "missing"))
