@@ -84,3 +84,13 @@ def size_of(value: Any) -> int:
         return sys.getsizeof(value)
     except Exception:
         return 0
+
+
+def element_types(items: Any) -> frozenset[type] | None:
+    """The exact types of a container's elements, found in C; None when one of
+    them cannot be hashed (a class whose metaclass defines __eq__ without
+    __hash__), so callers take their general, per-element path instead."""
+    try:
+        return frozenset(map(type, items))
+    except TypeError:
+        return None

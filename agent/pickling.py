@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbferry.agent.namespace import element_types
+
 # Objects that can be shared without aliasing consequences: they never link groups.
 _IMMUTABLE = (
     int,
@@ -222,12 +224,12 @@ def _array_root(arr: Any) -> Any:
 
 def _not_atoms(items: Any) -> Any:
     """The elements worth walking into; one type check in C when all are atoms."""
-    try:
-        if set(map(type, items)) <= _ATOMS:
-            return ()
-        return [x for x in items if type(x) not in _ATOMS]
-    except TypeError:  # a class whose metaclass makes it unhashable
+    kinds = element_types(items)
+    if kinds is None:
         return list(items)
+    if kinds <= _ATOMS:
+        return ()
+    return [x for x in items if type(x) not in _ATOMS]
 
 
 def rebuildable_views(values: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
@@ -407,7 +409,8 @@ def _only_atoms(arr: Any, minimum: int = _MANY_ELEMENTS) -> bool:
     """An object-dtype array (a pandas text column, say) whose elements are all atoms."""
     if not arr.dtype.hasobject or arr.dtype.names is not None or arr.size < minimum:
         return False
-    return set(map(type, arr.ravel(order="K").tolist())) <= _ATOMS
+    kinds = element_types(arr.ravel(order="K").tolist())
+    return kinds is not None and kinds <= _ATOMS
 
 
 _CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
@@ -441,14 +444,11 @@ def _plain_containers(value: Any, ignored: set[int]) -> tuple[dict[int, Any], bo
             reached[key] = obj
         parts = (obj, obj.values()) if cls is dict else (obj,)
         for items in parts:
-            try:
-                kinds = set(map(type, items))
-            except TypeError:  # an unhashable class: let the tracking pickler judge it
-                return None
+            kinds = element_types(items)
+            if kinds is None or not kinds <= plain:
+                return None  # the tracking pickler judges it
             if kinds <= _ATOMS:
                 continue
-            if not kinds <= plain:
-                return None
             stack.extend(x for x in items if type(x) in _CONTAINERS)
     return reached, has_sets
 

@@ -28,7 +28,7 @@ import blake3
 
 from nbferry.agent.cellscan import CellScan, Use, code_globals, scan
 from nbferry.agent.fingerprint import fingerprint
-from nbferry.agent.namespace import size_of
+from nbferry.agent.namespace import element_types, size_of
 from nbferry.v1 import manifest_pb2 as pb
 
 MAX_FILES = 1000  # files read by one cell that are listed (and checked on restore)
@@ -378,7 +378,8 @@ def _mutable_elements(value: Any, kind: str | None) -> bool:
     if kind == "pandas":
         dtypes = value.dtypes if hasattr(value, "columns") else [getattr(value, "dtype", None)]
         return any(str(d) == "object" for d in dtypes)
-    return not set(map(type, value)) <= _FLAT_TYPES
+    kinds = element_types(value)
+    return kinds is None or not kinds <= _FLAT_TYPES
 
 
 _LIST_MUTATORS = frozenset(
@@ -450,17 +451,18 @@ def _plain_elements(value: Any) -> bool:
     checked, and of each element that is itself a container its first and
     last items; in comprehensions and map(), so 25,000 lists of tokens take
     about a millisecond."""
-    types = set(map(type, value))
-    if not types <= _PLAIN:
+    types = element_types(value)
+    if types is None or not types <= _PLAIN:
         return False
-    ends: set[type] = set()
+    ends: list[Any] = []
     if list in types or tuple in types:
         seqs = value if types <= {list, tuple} else [x for x in value if type(x) in (list, tuple)]
-        ends |= set(map(type, [x[0] for x in seqs if x]))
-        ends |= set(map(type, [x[-1] for x in seqs if x]))
+        ends += [x[0] for x in seqs if x]
+        ends += [x[-1] for x in seqs if x]
     if types & {dict, set, frozenset}:
-        ends |= {type(next(iter(x))) for x in value if type(x) in (dict, set, frozenset) and x}
-    return ends <= _PLAIN
+        ends += [next(iter(x)) for x in value if type(x) in (dict, set, frozenset) and x]
+    end_types = element_types(ends)
+    return end_types is not None and end_types <= _PLAIN
 
 
 def _the_builtins(calls: str, ns: dict[str, Any]) -> bool:

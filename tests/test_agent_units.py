@@ -92,6 +92,14 @@ def test_plain_containers_skip_the_tracking_pickler_yet_link_and_restore_alike()
     assert pickling._plain_containers({"v": ns["odd"]}, set()) is None
     captured = capture_namespace(ns)
     assert [s.name for s in captured.skipped] == ["odd"] and "ok" in captured.variables
+    # The recorder, before each cell, asks the same of such a list: it must answer
+    # "could change" (it cannot tell), not raise inside IPython's pre_run_cell.
+    from nbferry.agent.cellscan import Use
+    from nbferry.agent.recorder import could_change
+
+    assert could_change(ns["odd"], [Use("arg", "enumerate")], {}) is True
+    assert could_change(ns["odd"], [Use("iter", "len", readonly=True)], {}) is True
+    assert could_change([[1, "a"]], [Use("iter", "len", readonly=True)], {}) is False
     # Anything else inside (an array, a Counter, a notebook object) takes the tracking path.
     for odd in ([np.zeros(2)], {"c": __import__("collections").Counter("ab")}, [[object()]]):
         assert pickling._plain_containers({"v": odd}, set()) is None
