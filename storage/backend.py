@@ -49,6 +49,7 @@ class Backend:
         protocols = _protocols(self.fs)
         self.local = "file" in protocols
         self.s3 = "s3" in protocols
+        self.memory = "memory" in protocols
         if self.s3:
             self.fs.retries = 2  # s3fs's own retry loop (a class attribute); ours backs off
         self._create_lock = threading.Lock()  # memory:// has no atomic create
@@ -291,7 +292,7 @@ class Backend:
         path = self.path(key)
         if self.local:
             self._write_local(path, parts, exclusive)
-        elif exclusive and "memory" in _protocols(self.fs):
+        elif exclusive and self.memory:
             with self._create_lock:
                 if self.fs.exists(path):
                     raise FileExistsError(path)

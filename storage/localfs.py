@@ -68,12 +68,8 @@ class LocalFolder:
         else:
             names = []
             for folder, dirs, files in os.walk(path):
-                names.extend(os.path.join(folder, name) for name in files)
-                names.extend(
-                    os.path.join(folder, name)
-                    for name in dirs
-                    if os.path.islink(os.path.join(folder, name))
-                )
+                links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+                names.extend(os.path.join(folder, name) for name in [*files, *links])
             names.sort()
         if not detail:
             return names
