@@ -45,7 +45,12 @@ class Backend:
             self.fs = LocalFolder()
         else:
             self.fs, root = _open_fsspec(url, options)
-        self.root = root.rstrip("/")
+        # "/" (a store at the filesystem root) stays "/": stripped, keys would
+        # become paths relative to the working directory.
+        self.root = root.rstrip("/") or root[:1]
+        self._prefix = (
+            self.root if self.root.endswith("/") else f"{self.root}/" if self.root else ""
+        )
         protocols = _protocols(self.fs)
         self.local = "file" in protocols
         self.s3 = "s3" in protocols
@@ -59,12 +64,11 @@ class Backend:
     # -- paths -------------------------------------------------------------
 
     def path(self, key: str) -> str:
-        return f"{self.root}/{key}" if self.root else key
+        return f"{self._prefix}{key}"
 
     def key_of(self, path: str) -> str:
         path = path.rstrip("/")
-        prefix = f"{self.root}/" if self.root else ""
-        return path[len(prefix) :] if path.startswith(prefix) else path
+        return path[len(self._prefix) :] if path.startswith(self._prefix) else path
 
     # -- operations --------------------------------------------------------
 

@@ -16,7 +16,9 @@ def default_store_url() -> str:
         return url
     import platformdirs  # ~4 ms; most callers pass a URL
 
-    return (platformdirs.user_data_path("nbferry") / "store").as_uri()
+    # Not Path.as_uri(): store URLs are read like fsspec reads them, with no
+    # percent-decoding, so "Application Support" must not become "%20".
+    return f"file://{(platformdirs.user_data_path('nbferry') / 'store').as_posix()}"
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:

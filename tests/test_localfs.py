@@ -69,3 +69,31 @@ def test_only_plain_absolute_urls_skip_fsspec(tmp_path: Path) -> None:
     assert fast.subfolders("") == slow.subfolders("") == ["x"]
     fast.delete("x/1")
     assert slow.size("x/1") is None
+
+
+def test_filesystem_root_store_keeps_absolute_paths() -> None:
+    # Stripping "/" to "" once turned every key into a path under the working directory.
+    for url in ("file:///", "/"):
+        backend = Backend(url)
+        assert backend.path("blobs/ab/cd") == "/blobs/ab/cd"
+        assert backend.key_of("/blobs/ab/cd") == "blobs/ab/cd"
+    folder = Backend("file:///srv/store/")
+    assert folder.path("manifests/x") == "/srv/store/manifests/x"
+    assert folder.key_of("/srv/store/manifests/x") == "manifests/x"
+
+
+def test_default_store_path_is_not_percent_encoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # macOS puts user data under "Application Support": Path.as_uri() would
+    # give "%20", which nothing decodes, so the store landed in another folder.
+    from nbferry.storage import PodData, default_store_url, open_store
+
+    monkeypatch.delenv("NBFERRY_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "Application Support"))
+    url = default_store_url()
+    assert "%" not in url and url.endswith("/Application Support/nbferry/store")
+    result = open_store().write_checkpoint("s", [PodData("p0", b"header", [], ["x"])])
+    assert (tmp_path / "Application Support" / "nbferry" / "store").is_dir()
+    assert not list(tmp_path.glob("Application%20Support*"))
+    assert open_store(url).resolve(result.checkpoint_id).checkpoint_id == result.checkpoint_id
