@@ -20,7 +20,13 @@ import blake3
 from nbferry.agent import pickling, planning
 from nbferry.agent.covariables import group
 from nbferry.agent.fingerprint import fingerprint
-from nbferry.agent.namespace import distribution_of, is_module, user_variables
+from nbferry.agent.namespace import (
+    distribution_of,
+    imported_modules,
+    is_module,
+    submodules_of,
+    user_variables,
+)
 from nbferry.agent.pickling import STATE_POD
 from nbferry.agent.session import kernel_id, notebook_path
 from nbferry.storage import PodData, Store, StoreError
@@ -62,12 +68,20 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     names = user_variables(user_ns, hidden)
     data: dict[str, Any] = {}
     definitions: dict[int, str] = {}
+    imported: set[str] | None = None
     for name, value in names.items():
         if is_module(value):
+            if imported is None:  # the cells' sources, as IPython keeps them
+                sources = user_ns.get("In")
+                imported = imported_modules(sources if isinstance(sources, list) else [])
             dist, version = distribution_of(value.__name__)
             out.modules.append(
                 pb.ModuleBinding(
-                    name=name, module=value.__name__, distribution=dist, version=version
+                    name=name,
+                    module=value.__name__,
+                    distribution=dist,
+                    version=version,
+                    submodules=submodules_of(value.__name__, imported),
                 )
             )
         elif pickling.is_definition(value) and (
@@ -99,42 +113,61 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     leaves = pickling.immutable_leaves()
     bound = {id(v) for v in values.values() if leaves and isinstance(v, leaves)}
     direct = set().union(*(e.reached.keys() for e in single.values()))
-    groups = group(
-        {
-            n: e.reached.keys() | (e.leaves.keys() & bound) | (e.leaf_arrays.keys() & direct)
-            for n, e in single.items()
-        }
-    )
+    links = {
+        n: e.reached.keys() | (e.leaves.keys() & bound) | (e.leaf_arrays.keys() & direct)
+        for n, e in single.items()
+    }
+    groups = group(links)
     # Pods with definitions first: other pods refer to definitions by name.
     groups.sort(key=lambda members: not _has_def([values[n] for n in members]))
     for members in groups:
-        if len(members) == 1:
-            _add_pod(
-                out,
-                f"p{len(out.pods)}",
-                {members[0]: values[members[0]]},
-                single[members[0]],
-                single,
-            )
-            continue
-        together = {n: values[n] for n in members}
-        try:
-            enc = pickling.encode(
-                together, definitions, views, _has_def(together.values()), leaves=False
-            )
-        except Exception as exc:  # keep the values, lose only the aliasing
-            out.notes.append(
-                f"{', '.join(members)} share objects but could not be stored together "
-                f"({type(exc).__name__}: {exc}); each was stored alone, so they no longer share"
-            )
-            for n in members:
-                _add_pod(out, f"p{len(out.pods)}", {n: values[n]}, single[n], single)
-            continue
-        _add_pod(out, f"p{len(out.pods)}", together, enc, single)
+        _store_group(out, members, values, single, links, definitions, views)
     _hash_pods(out)
     out.pods.append(_state_pod())
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _store_group(
+    out: Captured,
+    members: list[str],
+    values: dict[str, Any],
+    single: dict[str, pickling.Encoded],
+    links: dict[str, Any],
+    definitions: dict[int, str],
+    views: dict[int, Any],
+) -> None:
+    """One pod for co-variables; when they cannot be pickled together, keep what
+    sharing can be kept and say what was lost."""
+    if len(members) == 1:
+        name = members[0]
+        _add_pod(out, f"p{len(out.pods)}", {name: values[name]}, single[name], single)
+        return
+    together = {n: values[n] for n in members}
+    small = sum(len(single[n].header) for n in members) <= pickling.SMALL_FOR_DILL
+    try:
+        enc = pickling.encode(
+            together, definitions, views, _has_def(together.values()), leaves=False, dill=small
+        )
+    except Exception as exc:  # keep the values, lose only the aliasing
+        # Values only dill can store (they hold a lock...) go alone; the others
+        # may still be stored together.
+        alone = [n for n in members if single[n].serializer == "dill"]
+        if not alone or len(alone) == len(members):
+            alone = members
+        others = ", ".join(n for n in members if n not in alone) or "each other"
+        out.notes.append(
+            f"{', '.join(alone)} share objects with {others} but could not be stored "
+            f"together ({type(exc).__name__}: {exc}); each was stored alone, so they no "
+            "longer share"
+        )
+        rest = [n for n in members if n not in alone]
+        for n in alone:
+            _add_pod(out, f"p{len(out.pods)}", {n: values[n]}, single[n], single)
+        for sub in group({n: links[n] for n in rest}) if rest else []:
+            _store_group(out, sub, values, single, links, definitions, views)
+        return
+    _add_pod(out, f"p{len(out.pods)}", together, enc, single)
 
 
 def _hash_pods(out: Captured) -> None:
@@ -271,6 +304,8 @@ def plan_checkpoint(
         inputs_on_target=inputs_on_target,
         store_all=store_all,
         already_stored=already,
+        # A file changed since a cell read it makes that cell's rerun read something else.
+        file_problem=planning.file_checker() if inputs_on_target else None,
         capture_seconds=captured.seconds,
     )
 

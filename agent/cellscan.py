@@ -18,9 +18,15 @@ from dataclasses import dataclass, field
 # Calls whose results differ on every run unless seeded (checked by last name).
 _UNSEEDED_WHEN_NO_ARGS = frozenset({"default_rng", "RandomState", "Random", "Generator"})
 _ALWAYS_RANDOM = frozenset({"urandom", "uuid1", "uuid4", "token_bytes", "token_hex", "randbits"})
-_CLOCK = frozenset({("time", "time"), ("time", "time_ns"), ("datetime", "now")})
-_CLOCK |= {("datetime", "today"), ("datetime", "utcnow"), ("date", "today")}
-_CLOCK |= {("Timestamp", "now"), ("Timestamp", "today"), ("pd", "now")}
+# time's readers of a clock; `X.now()`, `X.utcnow()` and `X.today()` count whatever
+# X is called (`from datetime import datetime as dt`): a false hit only stores a value.
+_TIME_READERS = frozenset(
+    f"{name}{ns}"
+    for name in ("time", "perf_counter", "monotonic", "process_time", "thread_time")
+    for ns in ("", "_ns")
+)
+_CLOCK = frozenset({("time", name) for name in _TIME_READERS} | {("pd", "now")})
+_CLOCK_METHODS = frozenset({"now", "utcnow", "today"})
 
 
 # Readers whose I/O happens in C, C++ or Rust (pyarrow, polars, h5py, xarray,
@@ -37,7 +43,7 @@ _NATIVE_CALLS = frozenset(
     {("sqlite3", "connect"), ("duckdb", "connect"), ("duckdb", "sql"), ("h5py", "File"),
      ("sqlalchemy", "create_engine"), ("psycopg", "connect"), ("psycopg2", "connect")}
 )  # fmt: skip
-_BARE_CLOCK = frozenset({("time",), ("time_ns",)})  # from time import time
+_BARE_CLOCK = frozenset((name,) for name in _TIME_READERS)  # from time import perf_counter
 # Magics whose argument (line or cell body) is Python run in the user namespace.
 _CODE_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
 
@@ -86,6 +92,10 @@ class CellScan:
     # audit hook sees no open(): by call.
     external: list[str] = field(default_factory=list)
     syntax_error: str = ""
+    # Why a rerun could not replay the cell faithfully: top-level await (IPython
+    # runs such cells as coroutines), or code from a string (exec, eval), whose
+    # reads and edits the scan cannot see.
+    unreplayable: str = ""
 
 
 def scan(source: str) -> CellScan:
@@ -97,6 +107,20 @@ def scan(source: str) -> CellScan:
         out.syntax_error = f"{exc.msg} (line {exc.lineno})"
         return out
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) and _top_level(node, parents):
+            out.unreplayable = "it uses top-level await, which a rerun cannot replay"
+            break
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("exec", "eval")
+        ):
+            out.unreplayable = (
+                f"it runs code from a string ({node.func.id}), whose reads and edits "
+                "the recorder cannot see"
+            )
+            break
     _Visitor(out, parents).visit(tree)
     for name, uses in out.uses.items():
         out.uses[name] = [_distrust_rebound(u, out.writes) for u in uses]
@@ -170,6 +194,15 @@ def _elements_untouched(
                 return None
             calls.add(call)
     return tuple(sorted(calls - {""}))
+
+
+def _top_level(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Outside every function body (lambdas and comprehensions inside a function too)."""
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+    while (node := parents.get(node)) is not None:  # type: ignore[assignment]
+        if isinstance(node, scopes):
+            return False
+    return True
 
 
 def _over_elements(iterable: ast.AST, names: set[str]) -> bool:
@@ -406,7 +439,11 @@ class _Visitor(ast.NodeVisitor):
             self.out.seeds = True
         elif last in _UNSEEDED_WHEN_NO_ARGS or last in _ALWAYS_RANDOM:
             self.out.random.append(label)
-        if dotted[-2:] in _CLOCK or dotted in _BARE_CLOCK:
+        if (
+            dotted[-2:] in _CLOCK
+            or dotted in _BARE_CLOCK
+            or (len(dotted) > 1 and last in _CLOCK_METHODS)
+        ):
             self.out.clock.append(label)
         if last in _NATIVE_READERS or dotted[-2:] in _NATIVE_CALLS:
             self.out.external.append(label)

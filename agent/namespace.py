@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import sys
 import types
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 # IPython's own names; _i12, _12 and friends are matched by pattern.
-IPYTHON_NAMES = frozenset(
-    {"In", "Out", "_", "__", "___", "_i", "_ii", "_iii", "_oh", "_dh", "_ih"}
-    | {"exit", "quit", "get_ipython"}
-)
+IPYTHON_NAMES = frozenset({"In", "Out", "_", "__", "___", "_i", "_ii", "_iii", "_oh", "_dh", "_ih"})
+# IPython's helpers: left out while they hold IPython's objects; `exit = 3` is the user's.
+SHELL_HELPERS = frozenset({"exit", "quit", "get_ipython"})
 _HISTORY_RE = re.compile(r"^_i{1,3}$|^_i\d+$|^_\d+$")
 
 
@@ -31,10 +31,44 @@ def user_variables(user_ns: dict[str, Any], hidden: dict[str, Any] | None = None
             continue
         if name in hidden and hidden[name] is value:
             continue
+        if name in SHELL_HELPERS and _from_ipython(value):
+            continue
         if getattr(type(value), "__module__", "").startswith("nbferry.agent"):
             continue
         out[name] = value
     return out
+
+
+# `import a.b.c [as x], d.e` and `from a.b import c`: each loads the dotted module
+# and makes it an attribute of its parent, which later cells may rely on.
+_IMPORT_RE = re.compile(
+    r"\bimport\s+([\w.]+(?:\s+as\s+\w+)?(?:\s*,\s*[\w.]+(?:\s+as\s+\w+)?)*)"
+    r"|\bfrom\s+([\w.]+)\s+import\b"
+)
+
+
+def imported_modules(sources: Iterable[str]) -> set[str]:
+    """Dotted module names that import statements in `sources` name (a text scan:
+    a false hit in a string only means importing a module the source had loaded)."""
+    found: set[str] = set()
+    for match in _IMPORT_RE.finditer("\n".join(sources)):
+        if match[2]:
+            found.add(match[2])
+            continue
+        for part in match[1].split(","):
+            found.add(part.split()[0])
+    return found
+
+
+def submodules_of(module: str, imported: set[str]) -> list[str]:
+    """The imported submodules of `module` loaded in this process, parents first."""
+    prefix = module + "."
+    return sorted(n for n in imported if n.startswith(prefix) and n in sys.modules)
+
+
+def _from_ipython(value: Any) -> bool:
+    module = getattr(value, "__module__", None) or getattr(type(value), "__module__", "")
+    return isinstance(module, str) and module.startswith(("IPython.", "ipykernel."))
 
 
 @cache

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib
 import io
 import pickle
 import sys
@@ -91,6 +92,53 @@ def _library_globals() -> set[int]:
     return {id(pd.DataFrame._metadata), id(pd.Series._metadata)}
 
 
+# Objects of the process rather than of the session: restored by reference to
+# the target's own. A variable bound to sys.path or os.environ stays the live
+# one, and `from random import randint` keeps drawing from the generator whose
+# state the restore sets (a copy would repeat the source's draws on its own).
+# pickle shows exact lists and dicts to no hook but persistent_id, so sys.path
+# is kept by reference only as a variable's own value, not inside a container.
+PROCESS_GLOBALS = (
+    ("sys", "path"),
+    ("sys", "argv"),
+    ("sys", "modules"),
+    ("sys", "meta_path"),
+    ("sys", "path_hooks"),
+    ("sys", "stdin"),
+    ("sys", "stdout"),
+    ("sys", "stderr"),
+    ("os", "environ"),
+    ("random", "_inst"),
+    ("numpy.random.mtrand", "_rand"),
+)
+
+
+def process_global_objects() -> dict[tuple[str, str], Any]:
+    """The PROCESS_GLOBALS loaded here, by where each lives."""
+    found = {}
+    for module, attr in PROCESS_GLOBALS:
+        owner = sys.modules.get(module)
+        if owner is not None and hasattr(owner, attr):
+            found[module, attr] = getattr(owner, attr)
+    return found
+
+
+def process_globals() -> dict[int, tuple[str, str]]:
+    """Ids of the PROCESS_GLOBALS loaded here, with where each lives."""
+    return {id(obj): where for where, obj in process_global_objects().items()}
+
+
+class _GlobalRef:
+    """Stands in for a variable bound to a process global (exact lists such as
+    sys.path never reach reducer_override, so they are swapped before pickling)."""
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.where = (module, attr)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return _process_global, self.where
+
+
 class _NotALeaf(Exception):
     """The leaf holds objects that could be shared: pickle it the ordinary way."""
 
@@ -146,6 +194,11 @@ def _main_attr(name: str) -> Any:
         raise NameError(f"definition {name!r} is not restored yet") from None
 
 
+def _process_global(module: str, attr: str) -> Any:
+    """The target's own sys.path, os.environ, random generator... (see PROCESS_GLOBALS)."""
+    return getattr(importlib.import_module(module), attr)
+
+
 def _rebuild_main_function(
     code: types.CodeType,
     name: str,
@@ -182,12 +235,23 @@ def _fill_class(cls: type, state: dict[str, Any]) -> None:
 
 
 def _rebuild_view(
-    base: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any
+    base: Any,
+    offset: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    dtype: Any,
+    writeable: bool = True,
 ) -> Any:
     """A numpy view onto a restored base array, as it was before."""
     import numpy as np
 
-    return np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
+    # A Fortran-ordered base exports no flat buffer; its transpose is C-ordered
+    # over the same memory, starting at the same address.
+    flat = base if base.flags.c_contiguous else base.T
+    view = np.ndarray(shape, dtype=dtype, buffer=flat, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view
 
 
 def _view_as(data: Any, dtype: Any) -> Any:
@@ -272,21 +336,36 @@ def rebuildable_views(values: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
         if len(group) < 2:
             continue
         span = {id(a): bounds(a) for a in group}
-        rank = {id(a): (a.nbytes, id(a)) for a in group}
+        # By the memory spanned (a broadcast view spans less than its size says),
+        # then contiguous before strided (`a[::-1]` spans what `a` does), then
+        # the memory's owner, then id: a strict order, so anchors never cycle.
+        rank = {
+            id(a): (
+                span[id(a)][1] - span[id(a)][0],
+                _contiguous(a),
+                a.base is None,
+                id(a),
+            )
+            for a in group
+        }
         for arr in group:
             lo, hi = span[id(arr)]
-            # Anchors rank strictly higher, so anchoring can never go round in a cycle.
             anchors = [
                 a
                 for a in group
                 if rank[id(a)] > rank[id(arr)]
-                and a.flags.c_contiguous
+                and _contiguous(a)
                 and span[id(a)][0] <= lo
                 and hi <= span[id(a)][1]
             ]
             if anchors:
                 views[id(arr)] = (arr, max(anchors, key=lambda a: rank[id(a)]))
     return views
+
+
+def _contiguous(arr: Any) -> bool:
+    """Pickled as one flat buffer in memory order, so views rebuild on it by offset."""
+    return bool(arr.flags.c_contiguous or arr.flags.f_contiguous)
 
 
 @dataclass
@@ -327,7 +406,8 @@ class _Tracking:
         self.leaves = immutable_leaves() if use_leaves and self.np is not None else ()
         self.leaves_reached: dict[int, Any] = {}
         self.leaf_arrays: dict[int, Any] = {}
-        self.ignored = _library_globals()
+        self.globals = process_globals()
+        self.ignored = _library_globals() | self.globals.keys()
         self.actions: dict[type, int] = {}  # per type: what persistent_id does with it
         self.has_sets = False
 
@@ -367,12 +447,16 @@ class _Tracking:
 
     def _override(self, obj: Any) -> Any:
         key = id(obj)
+        if key in self.globals:
+            return _process_global, self.globals[key]
         if key in self.definitions and key not in self.own:
             return _main_attr, (self.definitions[key],)
         if key in self.views:
             anchor = self.views[key][1]
             offset = obj.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
-            return _rebuild_view, (anchor, offset, obj.shape, obj.strides, obj.dtype)
+            args = (anchor, offset, obj.shape, obj.strides, obj.dtype)
+            # The flag only when it is off, so most pickles still load in older versions.
+            return _rebuild_view, args if obj.flags.writeable else (*args, False)
         if self.np is None:
             return NotImplemented
         if type(obj) is self.np.ndarray:
@@ -536,17 +620,19 @@ def encode(
     views: dict[int, Any],
     by_value: bool = False,
     leaves: bool = True,
+    dill: bool = True,
 ) -> Encoded:
     """Serialize {name: value} with the first serializer that works.
 
     pickle (protocol 5, out-of-band buffers), then cloudpickle (same), then
-    dill for small objects. `by_value` stores this pod's own definitions by
-    value (cloudpickle). `leaves=False` pickles pandas indexes and dtypes the
-    ordinary way, so that variables stored together keep sharing them. Raises
-    the first serializer's error when all fail.
+    dill for small objects (unless `dill=False`: dill's pure-Python pickler
+    would spend seconds on a value too big for it). `by_value` stores this
+    pod's own definitions by value (cloudpickle). `leaves=False` pickles pandas
+    indexes and dtypes the ordinary way, so that variables stored together keep
+    sharing them. Raises the first serializer's error when all fail.
     """
     started = time.perf_counter()
-    encoded = _encode(value, definitions, views, by_value, leaves)
+    encoded = _encode(value, definitions, views, by_value, leaves, dill)
     encoded.seconds = time.perf_counter() - started
     return encoded
 
@@ -557,7 +643,11 @@ def _encode(
     views: dict[int, Any],
     by_value: bool,
     leaves: bool,
+    dill: bool = True,
 ) -> Encoded:
+    here = process_globals()
+    if any(id(v) in here for v in value.values()):
+        value = {n: _GlobalRef(*here[id(v)]) if id(v) in here else v for n, v in value.items()}
     plain = None if by_value else _plain_containers(value, _library_globals())
     if plain is not None:
         reached, has_sets = plain
@@ -570,29 +660,43 @@ def _encode(
             return _dump(cls, value, definitions, views, own, leaves)
         except Exception as exc:
             first_error = first_error or exc
-    try:
-        data = _dill_dumps(value)
-        if len(data) <= SMALL_FOR_DILL:
-            return Encoded(data, [], "dill", has_sets=True)  # unknown: assume so
-    except Exception:
-        pass
+    if dill:
+        try:
+            encoded = _dill_dump(value, definitions, views, own)
+            if len(encoded.header) <= SMALL_FOR_DILL:
+                return encoded
+        except Exception:
+            pass
     assert first_error is not None
     raise first_error
 
 
-def _dill_dumps(value: Any) -> bytes:
-    """dill, refusing open files: dill reopens them on load, and mode 'w' empties them."""
+@functools.cache
+def _dill_pickler_class() -> type:
+    """dill with the same tracking as the others (so what it stores still links
+    co-variables, and notebook classes are referred to by name), refusing open
+    files: dill reopens them on load, and mode 'w' empties them."""
     import dill
 
-    class _NoFiles(dill.Pickler):
+    class _DillPickler(_Tracking, dill.Pickler):
         def reducer_override(self, obj: Any) -> Any:
             if isinstance(obj, io.IOBase):
                 raise TypeError("open files are not stored; reopen them after restore")
-            return NotImplemented
+            return self._override(obj)
 
+    return _DillPickler
+
+
+def _dill_dump(
+    value: Any, definitions: dict[int, str], views: dict[int, Any], own: set[int]
+) -> Encoded:
+    # In band (no buffer_callback): dill pods are small, and older versions load them
+    # without buffers.
     sink = io.BytesIO()
-    _NoFiles(sink, protocol=5).dump(value)
-    return sink.getvalue()
+    pickler = _dill_pickler_class()(sink, protocol=5)
+    pickler._setup(definitions, views, own, use_leaves=False)
+    pickler.dump(value)
+    return Encoded(sink.getvalue(), [], "dill", pickler.reached, has_sets=pickler.has_sets)
 
 
 def decode(header: bytes | bytearray, buffers: list[Any], serializer: str) -> dict[str, Any]:

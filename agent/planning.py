@@ -152,9 +152,9 @@ def file_problem_here(effect: pb.SideEffect) -> str:
         except OSError as exc:
             return f"it reads {path}, which cannot be read here ({exc.strerror or exc})"
         if not same:
-            return f"it reads {path}, whose content has changed here"
+            return f"it reads {path}, whose content changed after the cell read it"
     elif effect.HasField("mtime") and st.st_mtime_ns != effect.mtime.ToNanoseconds():
-        return f"it reads {path}, which was modified since the checkpoint"
+        return f"it reads {path}, which was modified after the cell read it"
     return ""
 
 
@@ -225,6 +225,18 @@ def plan_restorable(
         if not changed:
             return result
     return result
+
+
+def file_checker() -> Callable[[pb.SideEffect], str]:
+    """file_problem_here, each file checked once per plan (cells re-read the same files)."""
+    checked: dict[str, str] = {}
+
+    def problem(effect: pb.SideEffect) -> str:
+        if effect.target not in checked:
+            checked[effect.target] = file_problem_here(effect)
+        return checked[effect.target]
+
+    return problem
 
 
 def plan_session(

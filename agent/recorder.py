@@ -225,7 +225,7 @@ class Recorder:
             deletes=sorted(run.scan.deletes),
             mutated=sorted(mutated),
             side_effects=effects,
-            unsafe=_unsafe_reason(effects, raised, run.scan.syntax_error),
+            unsafe=_unsafe_reason(effects, raised, run.scan.syntax_error, run.scan.unreplayable),
         )
         for name in run.writes | run.scan.deletes:
             self._digests.pop(name, None)
@@ -509,18 +509,52 @@ def _digest(value: Any) -> bytes | None:
         return None
 
 
+_SMALL_CONTAINER = 32  # a dict of callbacks (`ops["add"](3)`): look at its values
+_MAX_VISITS = 64  # objects looked at per name: the hook runs before every cell
+
+
 def _notebook_code(value: Any) -> list[types.CodeType]:
-    """Code objects of a notebook-defined function, or of a notebook class's methods."""
-    if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
-        return [value.__code__]
-    if isinstance(value, type) and value.__module__ == "__main__":
-        out = []
-        for member in vars(value).values():
-            fn = getattr(member, "__func__", member)
-            if isinstance(fn, types.FunctionType):
-                out.append(fn.__code__)
-        return out
-    return []
+    """Code objects that calling or using `value` may run: a notebook function
+    (through functools wrappers and partials, bound, or in a small dict or
+    list bound to the name itself), the methods of a notebook class, or of an
+    instance's notebook classes. Never raises: it runs in IPython's hooks."""
+    out: list[types.CodeType] = []
+    todo, seen = [(value, True)], set()
+    try:
+        while todo and len(seen) < _MAX_VISITS:
+            obj, top = todo.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            cls = type(obj)  # not obj.__class__: proxies may raise on it
+            if cls is types.FunctionType:
+                if obj.__module__ == "__main__":
+                    out.append(obj.__code__)
+                todo.extend((v, False) for k, v in obj.__dict__.items() if k == "__wrapped__")
+            elif cls is types.MethodType:
+                todo.append((obj.__func__, False))
+            elif cls is functools.partial:
+                todo.append((obj.func, False))
+            elif cls is _LRU_WRAPPER:
+                todo.append((obj.__wrapped__, False))
+            elif issubclass(cls, type):
+                if obj.__module__ == "__main__":
+                    for member in vars(obj).values():
+                        if type(member) is property:
+                            todo.extend((f, False) for f in (member.fget, member.fset) if f)
+                        else:
+                            todo.append((getattr(member, "__func__", member), False))
+            elif cls in (dict, list, tuple):
+                if top and len(obj) <= _SMALL_CONTAINER:
+                    todo.extend((v, False) for v in (obj.values() if cls is dict else obj))
+            elif getattr(cls, "__module__", None) == "__main__":
+                todo.extend((c, False) for c in cls.__mro__ if c.__module__ == "__main__")
+    except Exception:  # an odd object: what was found so far
+        pass
+    return out
+
+
+_LRU_WRAPPER = type(functools.lru_cache(lambda: None))
 
 
 def _is_output_history(name: str) -> bool:
@@ -567,9 +601,13 @@ def file_digest(path: str) -> bytes:
     return h.digest()
 
 
-def _unsafe_reason(effects: list[pb.SideEffect], raised: bool, syntax_error: str) -> str:
+def _unsafe_reason(
+    effects: list[pb.SideEffect], raised: bool, syntax_error: str, unreplayable: str = ""
+) -> str:
     if syntax_error:
         return f"its code does not parse ({syntax_error})"
+    if unreplayable:
+        return unreplayable
     if raised:
         return "it raised an exception, so it had only part of its effect"
     for effect in effects:

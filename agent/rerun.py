@@ -6,11 +6,14 @@ failed to load must come from its cells, and a cell is safe only when every
 file it read is on this host, unchanged. So a damaged pod falls back to
 recomputation whenever its cells are safe to rerun.
 
-Loaded values go back in at the right points: a rerun cell that wrote a
-loaded name (an older version) is followed by the loaded value once the
-replay passes the cell that made the final version. Afterwards every
-recomputed variable's fingerprint is compared with the one recorded at
-checkpoint time.
+Rerun cells never touch a loaded value: they read deep copies of the loaded
+values they were recorded reading (a cell may change its inputs in ways the
+recorder missed, or through an alias its rerun made again), and the other
+loaded values are out of the namespace until the replay ends. A rerun cell
+that wrote a loaded name (an older version) is followed by the loaded value
+once the replay passes the cell that made the final version. Afterwards
+every recomputed variable's fingerprint is compared with the one recorded
+at checkpoint time.
 """
 
 from __future__ import annotations
@@ -48,15 +51,8 @@ def plan_here(manifest: pb.Manifest, loaded: set[str]) -> planner.Plan:
         for name in manifest.variables
         if name not in skipped
     ]
-    checked: dict[str, str] = {}
-
-    def file_problem(effect: pb.SideEffect) -> str:
-        if effect.target not in checked:
-            checked[effect.target] = planning.file_problem_here(effect)
-        return checked[effect.target]
-
     cells = planning.cells_for_plan(
-        manifest.history, inputs_on_target=True, file_problem=file_problem
+        manifest.history, inputs_on_target=True, file_problem=planning.file_checker()
     )
     return planning.plan_restorable(cells, variables, speed=1.0)
 
@@ -149,16 +145,27 @@ def _replay(
     missing = object()
     before = {n: ns.get(n, missing) for n in touched}  # the target's own bindings
     loaded_defs = {n for n, v in values.items() if is_definition(v)}
+    # A rerun cell reads copies of the loaded values it was recorded reading: it
+    # may change its inputs in place in ways the recorder did not see (np.add.at,
+    # a positional out=), or through an alias its rerun made again (`b = a`, then
+    # `b.append(2)`). Loaded values no cell is recorded reading stay in place
+    # (a function reached through an object may still read them).
+    reads = [set(c.reads) for c in cells]
+    read = set().union(*reads)
+    data = {n: v for n, v in values.items() if n not in loaded_defs and n in read}
     figures = _figures()
     clobbered: set[str] = set()
     broken: set[str] = set()  # written by a cell that raised, or read from one
     errors: list[str] = []
     try:
+        ns.update(_isolated(data))
         with capture_output(display=True):
-            for cell in cells:
+            for pos, cell in enumerate(cells):
                 for name in [n for n in clobbered if last.get(n, -1) < cell.index]:
-                    ns[name] = final[name]  # the loaded final version, now that it is due
+                    # The loaded final version, now that it is due (data: a copy, if read).
                     clobbered.discard(name)
+                    later = name in data and any(name in r for r in reads[pos:])
+                    ns[name] = _isolated({name: data[name]})[name] if later else final[name]
                 writes = {*cell.writes, *cell.deletes}
                 label = f"In[{cell.execution_count}]"
                 if broken & set(cell.reads):
@@ -181,7 +188,7 @@ def _replay(
                         broken |= writes
                 clobbered |= writes & final.keys()
     finally:
-        for name in touched:
+        for name in touched | data.keys():
             if name in final:
                 ns[name] = final[name]
             elif name in recompute and name not in broken:
@@ -192,6 +199,26 @@ def _replay(
                 ns[name] = before[name]
         _close_new_figures(figures)
     return errors, broken & recompute
+
+
+def _isolated(values: dict[str, Any]) -> dict[str, Any]:
+    """Deep copies that share among themselves what the originals share; the
+    process's own objects (`random`'s generator behind `randint`) are kept."""
+    import copy
+
+    from nbferry.agent.pickling import process_global_objects
+
+    keep = {id(obj): obj for obj in process_global_objects().values()}
+    try:
+        return copy.deepcopy(values, dict(keep))
+    except Exception:
+        out = {}
+        for name, value in values.items():
+            try:
+                out[name] = copy.deepcopy(value, dict(keep))
+            except Exception:  # cannot be copied (holds a lock...): the loaded value itself
+                out[name] = value
+        return out
 
 
 def _figures() -> set[int]:

@@ -9,6 +9,7 @@ checked, so a target that lacks a package fails cleanly and changes nothing.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import platform
@@ -33,7 +34,7 @@ def preflight(manifest: pb.Manifest) -> list[str]:
     """Raise RestoreError for missing modules; return warnings worth showing."""
     missing = []
     for binding in manifest.modules:
-        if importlib.util.find_spec(binding.module.split(".")[0]) is None:
+        if not _findable(binding.module.split(".")[0], manifest.environment):
             package = binding.distribution or binding.module.split(".")[0]
             pin = f"=={binding.version}" if binding.version else ""
             missing.append(
@@ -79,6 +80,14 @@ def restore(
         for binding in manifest.modules:
             user_ns[binding.name] = importlib.import_module(binding.module)
             loaded.append(binding.name)
+            for sub in binding.submodules:
+                try:
+                    importlib.import_module(sub)
+                except Exception as exc:  # the binding itself works; say what is missing
+                    warnings.append(
+                        f"{binding.name}: submodule {sub} was imported on the source but "
+                        f"cannot be here ({type(exc).__name__}: {exc})"
+                    )
         pods, unreadable = pending_pods.result()
     by_id = {p.id: p for p in manifest.pods}
     for pid, exc in unreadable.items():
@@ -194,6 +203,15 @@ def _fail(failed: list[dict[str, str]], pod: pb.Pod, exc: Exception, writer: str
         )
     for name in pod.variables:
         failed.append({"name": name, "reason": reason})
+
+
+def _findable(top: str, env: pb.Environment) -> bool:
+    """Importable here, or once the restore has moved to the source's working
+    directory and added its sys.path entries (a module next to the notebook)."""
+    if importlib.util.find_spec(top) is not None:
+        return True
+    extra = [p for p in (env.cwd, *env.sys_path) if p and os.path.isdir(p)]
+    return bool(extra) and importlib.machinery.PathFinder.find_spec(top, extra) is not None
 
 
 def _restore_environment(env: pb.Environment) -> list[str]:

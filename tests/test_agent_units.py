@@ -323,3 +323,65 @@ def test_a_pod_needing_a_newer_load_helper_names_both_versions() -> None:
     restore._fail(failed, pb.Pod(id="p0", variables=["x"]), caught.value, "9.9")
     assert failed[0]["name"] == "x" and "_newer" in failed[0]["reason"]
     assert "written by nbferry 9.9" in failed[0]["reason"] and "install" in failed[0]["reason"]
+
+
+def test_values_only_dill_can_store_keep_sharing_or_go_alone_when_too_big() -> None:
+    import threading
+    import types
+
+    from nbferry.agent import pickling
+
+    def pods_of(n_rows: int) -> tuple[dict, list[str]]:
+        cfg = {"scale": 2}
+        rows = [{"cfg": cfg, "i": i} for i in range(n_rows)]
+        holder = types.SimpleNamespace(lock=threading.Lock(), cfg=cfg)  # pickle cannot, dill can
+        captured = capture_namespace({"cfg": cfg, "rows": rows, "holder": holder})
+        return {tuple(p.variables): p for p in captured.pods if p.variables}, captured.notes
+
+    # Small: one dill pod, sharing kept.
+    pods, notes = pods_of(3)
+    pod = pods["cfg", "rows", "holder"]
+    back = pickling.decode(pod.header, pod.buffers, pod.serializer)
+    assert pod.serializer == "dill" and not notes
+    assert back["holder"].cfg is back["cfg"] and back["rows"][0]["cfg"] is back["cfg"]
+    # Too big for dill together: the dill-only value goes alone, the others still share.
+    pods, notes = pods_of(200_000)
+    assert ("cfg", "rows") in pods and ("holder",) in pods, list(pods)
+    assert pods["holder",].serializer == "dill"
+    assert any("holder share objects with cfg, rows" in n for n in notes), notes
+    pod = pods["cfg", "rows"]
+    back = pickling.decode(pod.header, pod.buffers, pod.serializer)
+    assert all(row["cfg"] is back["cfg"] for row in back["rows"][:10])
+
+
+def test_reruns_copy_loaded_values_but_keep_the_process_generators() -> None:
+    import random
+    from random import randint
+
+    from nbferry.agent.rerun import _isolated
+
+    a = [1]
+    got = _isolated({"a": a, "b": a, "r": randint, "env": os.environ})
+    assert got["a"] is not a and got["a"] == a and got["b"] is got["a"]
+    assert got["r"].__self__ is random._inst and got["env"] is os.environ
+
+
+def test_what_a_cell_may_run_is_found_without_raising() -> None:
+    import functools
+
+    from nbferry.agent.recorder import _notebook_code
+
+    ns: dict = {"__name__": "__main__"}  # as if defined in the notebook
+    exec(
+        "def f(x):\n    return x * k\n"
+        "class C:\n    def go(self):\n        log.append(1)\n"
+        "class Proxy:\n    @property\n    def __class__(self):\n        raise RuntimeError('no')\n",
+        ns,
+    )
+    names = lambda value: sorted(c.co_name for c in _notebook_code(value))  # noqa: E731
+    assert names(functools.partial(ns["f"], 2)) == ["f"]
+    assert names(functools.cache(ns["f"])) == ["f"]
+    assert names(ns["C"]()) == ["go"] and names({"ops": ns["f"]}) == ["f"]
+    assert names({"nested": {"ops": ns["f"]}}) == []  # one level into containers only
+    names(ns["Proxy"]())  # must not raise
+    assert names([ns["Proxy"]()]) == ["__class__"]

@@ -544,3 +544,39 @@ def test_other_values_are_always_checked() -> None:
     bag = Bag([1])
     assert could_change(bag, scan("len(xs)").uses["xs"], {"xs": bag})
     assert could_change(object(), scan("xs.value()").uses["xs"], {})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import time\nt = time.perf_counter()",
+        "from time import monotonic_ns\nt = monotonic_ns()",
+        "from datetime import datetime as dt\nwhen = dt.now()",
+        "import pandas as pd\nwhen = pd.Timestamp.utcnow()",
+        "import datetime\nday = datetime.date.today()",
+    ],
+)
+def test_clock_reads_are_seen_under_any_name(source: str) -> None:
+    assert scan(source).clock
+
+
+def test_timing_free_cells_read_no_clock() -> None:
+    assert not scan("import time\ntime.sleep(0)\nx = now + 1").clock
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("x = await f()", "top-level await"),
+        ("async for v in stream():\n    pass", "top-level await"),
+        ("exec('data.append(2)')", "exec"),
+        ("w = eval('z + 1')", "eval"),
+    ],
+)
+def test_cells_a_rerun_cannot_replay_say_why(source: str, why: str) -> None:
+    assert why in scan(source).unreplayable
+
+
+def test_await_inside_a_function_and_exec_as_a_method_are_replayable() -> None:
+    assert scan("async def g():\n    return await h()").unreplayable == ""
+    assert scan("cursor.execute('select 1')\nengine.exec(q)").unreplayable == ""

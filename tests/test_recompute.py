@@ -399,3 +399,65 @@ def test_a_restore_into_a_kernel_with_its_own_history_is_recorded(
         # The next plan cannot rerun the local cell for `big`: it stores it.
         plan = plan_of(k)
         assert "big" in plan["store"] and "big" not in plan["recompute"]
+
+
+def test_reruns_never_change_loaded_values(source: Kernel, dirs: tuple[Path, Path, str]) -> None:
+    """The last cell is rerun only to remake `big`; every other value it touches is loaded.
+
+    Each edit in it once landed on a loaded value a second time: through an alias
+    the rerun made again (`b = a`, a view), or through calls the recorder did not
+    see as edits (np.add.at, a positional out=, a method or a lambda in a dict that
+    changes a global).
+    """
+    _, b, store = dirs
+    source.run("import numpy as np")
+    source.run("a = [1]\nbase = np.arange(10.0)\ncounts = np.zeros(3)\narr = np.arange(4.0)")
+    source.run("log = []\ndata = [1]")
+    source.run("b = a\nv = base[2:5]")
+    source.run("class C:\n    def go(self):\n        log.append(1)")
+    source.run("c = C()\nops = {'add': lambda x: data.append(x)}")
+    source.run(
+        "b.append(2); v += 1; np.add.at(counts, [0, 1], 1); np.negative(arr, arr)\n"
+        "c.go(); ops['add'](3)\n"
+        "big = np.zeros((20000, 5000))"
+    )
+    ck = checkpoint(source, store)
+    assert ck["recomputed"] == ["big"] and 8 in ck["rerun_cells"], ck["plan"]
+    expr = (
+        "[a, b is a, base.tolist(), np.shares_memory(v, base), counts.tolist(), "
+        "arr.tolist(), log, data]"
+    )
+    report, got = restore(b, store, f"[{expr}, big.shape]")
+    assert report["recomputed"] == ["big"], report
+    assert report["differs"] == [] and report["lost"] == [] and report["failed"] == []
+    assert got == [source.value(expr), [20000, 5000]]
+
+
+def test_a_module_next_to_the_notebook_restores_from_another_directory(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    a, b, store = dirs
+    (a / "helpers_mod.py").write_text("VALUE = 7\n")
+    source.run("import helpers_mod\ny = helpers_mod.VALUE * 2")
+    checkpoint(source, store)
+    report, got = restore(b, store, "[helpers_mod.VALUE, y, __import__('os').getcwd()]")
+    assert report["failed"] == [] and report["lost"] == [], report
+    assert got == [7, 14, str(a)]
+
+
+def test_a_file_changed_since_its_cell_read_it_is_not_planned_for_rerun(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    """`rows` cannot be stored, so only a rerun could remake it: the plan must see that
+    the file its cell read has changed since, before anything is uploaded."""
+    _, _, store = dirs
+    source.run("import pandas as pd")
+    source.run("pd.DataFrame({'a': range(5)}).to_csv('d.csv')")
+    source.run("rows = (r for r in pd.read_csv('d.csv').itertuples())")
+    source.run("pd.DataFrame({'a': range(9)}).to_csv('d.csv', index=False)")
+    source.run("nbf_p = %nbferry plan --inputs-on-target")
+    infeasible = source.value("nbf_p['infeasible']")
+    assert "rows" in infeasible and "d.csv" in infeasible["rows"], infeasible
+    assert "changed" in infeasible["rows"]
+    with pytest.raises(KernelError, match="rows"):
+        checkpoint(source, store, "--inputs-on-target")

@@ -94,16 +94,18 @@ class Manifest(_message.Message):
     def __init__(self, format_version: _Optional[int] = ..., checkpoint_id: _Optional[str] = ..., session_id: _Optional[str] = ..., parent_checkpoint_id: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., producer: _Optional[_Union[Producer, _Mapping]] = ..., variables: _Optional[_Mapping[str, VariableRef]] = ..., pods: _Optional[_Iterable[_Union[Pod, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedVariable, _Mapping]]] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., message: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., stats: _Optional[_Union[WriteStats, _Mapping]] = ..., modules: _Optional[_Iterable[_Union[ModuleBinding, _Mapping]]] = ...) -> None: ...
 
 class ModuleBinding(_message.Message):
-    __slots__ = ("name", "module", "distribution", "version")
+    __slots__ = ("name", "module", "distribution", "version", "submodules")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUBMODULES_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     distribution: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    submodules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ..., submodules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Producer(_message.Message):
     __slots__ = ("nbferry_version", "python_version", "platform", "hostname")
