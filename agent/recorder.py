@@ -63,6 +63,7 @@ class _Running:
     before: dict[str, tuple[int, bytes | None]]  # candidate -> (id, fingerprint or None)
     rng: Any
     started: float
+    cwd: str = ""
     effects: list[pb.SideEffect] = field(default_factory=list)
     files_read: dict[str, None] = field(default_factory=dict)  # ordered set
     too_many_files: bool = False
@@ -166,7 +167,7 @@ class Recorder:
             else:
                 before[name] = (id(value), _digest(value))
         self._running = _Running(
-            source, found, reads, writes | assume_changed, before, _rng_state(), 0.0
+            source, found, reads, writes | assume_changed, before, _rng_state(), 0.0, _cwd()
         )
         if mixed:
             self._running.effects.append(pb.SideEffect(kind="nbferry", target="%nbferry"))
@@ -226,6 +227,7 @@ class Recorder:
             mutated=sorted(mutated),
             side_effects=effects,
             unsafe=_unsafe_reason(effects, raised, run.scan.syntax_error, run.scan.unreplayable),
+            cwd=run.cwd,
         )
         for name in run.writes | run.scan.deletes:
             self._digests.pop(name, None)
@@ -555,6 +557,13 @@ def _notebook_code(value: Any) -> list[types.CodeType]:
 
 
 _LRU_WRAPPER = type(functools.lru_cache(lambda: None))
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under the kernel
+        return ""
 
 
 def _is_output_history(name: str) -> bool:

@@ -19,6 +19,7 @@ at checkpoint time.
 from __future__ import annotations
 
 import ast
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -154,6 +155,7 @@ def _replay(
     read = set().union(*reads)
     data = {n: v for n, v in values.items() if n not in loaded_defs and n in read}
     figures = _figures()
+    cwd = os.getcwd()
     clobbered: set[str] = set()
     broken: set[str] = set()  # written by a cell that raised, or read from one
     errors: list[str] = []
@@ -174,6 +176,11 @@ def _replay(
                         f"{label} skipped: it reads {', '.join(sorted(broken & set(cell.reads)))}"
                     )
                 else:
+                    # Relative paths mean what they meant then. A directory missing
+                    # here matters only to files the cell read, and those were
+                    # checked here by their absolute paths.
+                    if cell.cwd and os.path.isdir(cell.cwd):
+                        os.chdir(cell.cwd)
                     skip_defs = {n for n in loaded_defs if last.get(n) == cell.index}
                     try:
                         code = compile(
@@ -188,6 +195,7 @@ def _replay(
                         broken |= writes
                 clobbered |= writes & final.keys()
     finally:
+        os.chdir(cwd)
         for name in touched | data.keys():
             if name in final:
                 ns[name] = final[name]

@@ -461,3 +461,20 @@ def test_a_file_changed_since_its_cell_read_it_is_not_planned_for_rerun(
     assert "changed" in infeasible["rows"]
     with pytest.raises(KernelError, match="rows"):
         checkpoint(source, store, "--inputs-on-target")
+
+
+def test_a_rerun_runs_in_the_directory_its_cell_ran_in(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    a, b, store = dirs
+    (a / "sub").mkdir()
+    (a / "d.csv").write_text("x\n1\n")
+    (a / "sub" / "d.csv").write_text("x\n2\n3\n")
+    source.run("import os, pandas as pd\nos.chdir('sub')")
+    source.run("rows = (r for r in pd.read_csv('d.csv').itertuples())")  # only a rerun remakes it
+    source.run("os.chdir('..')")
+    ck = checkpoint(source, store, "--inputs-on-target")
+    assert ck["recomputed"] == ["rows"]
+    report, got = restore(b, store, "[[r.x for r in rows], os.getcwd()]")
+    assert report["recomputed"] == ["rows"] and report["lost"] == [], report
+    assert got == [[2, 3], str(a)]

@@ -214,7 +214,7 @@ class History(_message.Message):
     def __init__(self, cells: _Optional[_Iterable[_Union[CellExecution, _Mapping]]] = ...) -> None: ...
 
 class CellExecution(_message.Message):
-    __slots__ = ("index", "execution_count", "source", "runtime_seconds", "raised", "reads", "writes", "deletes", "mutated", "side_effects", "unsafe")
+    __slots__ = ("index", "execution_count", "source", "runtime_seconds", "raised", "reads", "writes", "deletes", "mutated", "side_effects", "unsafe", "cwd")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_COUNT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class CellExecution(_message.Message):
     MUTATED_FIELD_NUMBER: _ClassVar[int]
     SIDE_EFFECTS_FIELD_NUMBER: _ClassVar[int]
     UNSAFE_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
     index: int
     execution_count: int
     source: str
@@ -237,7 +238,8 @@ class CellExecution(_message.Message):
     mutated: _containers.RepeatedScalarFieldContainer[str]
     side_effects: _containers.RepeatedCompositeFieldContainer[SideEffect]
     unsafe: str
-    def __init__(self, index: _Optional[int] = ..., execution_count: _Optional[int] = ..., source: _Optional[str] = ..., runtime_seconds: _Optional[float] = ..., raised: _Optional[bool] = ..., reads: _Optional[_Iterable[str]] = ..., writes: _Optional[_Iterable[str]] = ..., deletes: _Optional[_Iterable[str]] = ..., mutated: _Optional[_Iterable[str]] = ..., side_effects: _Optional[_Iterable[_Union[SideEffect, _Mapping]]] = ..., unsafe: _Optional[str] = ...) -> None: ...
+    cwd: str
+    def __init__(self, index: _Optional[int] = ..., execution_count: _Optional[int] = ..., source: _Optional[str] = ..., runtime_seconds: _Optional[float] = ..., raised: _Optional[bool] = ..., reads: _Optional[_Iterable[str]] = ..., writes: _Optional[_Iterable[str]] = ..., deletes: _Optional[_Iterable[str]] = ..., mutated: _Optional[_Iterable[str]] = ..., side_effects: _Optional[_Iterable[_Union[SideEffect, _Mapping]]] = ..., unsafe: _Optional[str] = ..., cwd: _Optional[str] = ...) -> None: ...
 
 class SideEffect(_message.Message):
     __slots__ = ("kind", "target", "size", "mtime", "blake3")
