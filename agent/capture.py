@@ -101,10 +101,13 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     values: dict[str, Any] = {name: names[name] for name in sorted(definitions.values())}
     values.update(data)
     views = pickling.rebuildable_views(data.values())
+    process = pickling.process_globals()
     single: dict[str, pickling.Encoded] = {}
     for name, value in values.items():
         try:
-            single[name] = pickling.encode({name: value}, definitions, views, _has_def([value]))
+            single[name] = pickling.encode(
+                {name: value}, definitions, views, _has_def([value]), process=process
+            )
         except Exception as exc:
             out.skipped.append(_skip(name, value, exc))
     # A pandas index (dtype, offset) links the variables reaching it only through
@@ -121,7 +124,7 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     # Pods with definitions first: other pods refer to definitions by name.
     groups.sort(key=lambda members: not _has_def([values[n] for n in members]))
     for members in groups:
-        _store_group(out, members, values, single, links, definitions, views)
+        _store_group(out, members, values, single, links, (definitions, views, process))
     _hash_pods(out)
     out.pods.append(_state_pod())
     out.seconds = time.perf_counter() - started
@@ -134,20 +137,27 @@ def _store_group(
     values: dict[str, Any],
     single: dict[str, pickling.Encoded],
     links: dict[str, Any],
-    definitions: dict[int, str],
-    views: dict[int, Any],
+    context: tuple[dict[int, str], dict[int, Any], dict[int, tuple[str, str]]],
 ) -> None:
     """One pod for co-variables; when they cannot be pickled together, keep what
-    sharing can be kept and say what was lost."""
+    sharing can be kept and say what was lost. `context`: (definitions, views,
+    process globals), as pickling.encode takes them."""
     if len(members) == 1:
         name = members[0]
         _add_pod(out, f"p{len(out.pods)}", {name: values[name]}, single[name], single)
         return
     together = {n: values[n] for n in members}
     small = sum(len(single[n].header) for n in members) <= pickling.SMALL_FOR_DILL
+    definitions, views, process = context
     try:
         enc = pickling.encode(
-            together, definitions, views, _has_def(together.values()), leaves=False, dill=small
+            together,
+            definitions,
+            views,
+            _has_def(together.values()),
+            leaves=False,
+            dill=small,
+            process=process,
         )
     except Exception as exc:  # keep the values, lose only the aliasing
         # Values only dill can store (they hold a lock...) go alone; the others
@@ -165,7 +175,7 @@ def _store_group(
         for n in alone:
             _add_pod(out, f"p{len(out.pods)}", {n: values[n]}, single[n], single)
         for sub in group({n: links[n] for n in rest}) if rest else []:
-            _store_group(out, sub, values, single, links, definitions, views)
+            _store_group(out, sub, values, single, links, context)
         return
     _add_pod(out, f"p{len(out.pods)}", together, enc, single)
 

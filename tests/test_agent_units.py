@@ -78,7 +78,7 @@ def test_plain_containers_skip_the_tracking_pickler_yet_link_and_restore_alike()
     ]
     for value in values:
         plain = pickling._plain_containers(value, pickling._library_globals())
-        tracked = pickling._dump(pickling._StdPickler, value, {}, {}, set(), True)
+        tracked = pickling._dump(pickling._StdPickler, value, {}, {}, set(), True, {})
         assert plain is not None
         assert plain[0].keys() == tracked.reached.keys() and plain[1] == tracked.has_sets
 
