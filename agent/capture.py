@@ -422,7 +422,7 @@ def checkpoint(
         "modules": [
             {"name": m.name, "module": m.module, "version": m.version} for m in captured.modules
         ],
-        "notes": captured.notes,
+        "notes": captured.notes + planning.module_state_notes(planned.cells, report["rerun_cells"]),
         "plan": report,
         "raw_bytes": result.raw_bytes,
         "stored_bytes": result.stored_bytes,

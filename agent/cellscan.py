@@ -92,6 +92,9 @@ class CellScan:
     # audit hook sees no open(): by call.
     external: list[str] = field(default_factory=list)
     syntax_error: str = ""
+    # (name, attribute) of `name.attr = ...` statements: when `name` is a module,
+    # the cell changed module state, which a restore does not carry over.
+    attribute_sets: list[tuple[str, str]] = field(default_factory=list)
     # Why a rerun could not replay the cell faithfully: top-level await (IPython
     # runs such cells as coroutines), or code from a string (exec, eval), whose
     # reads and edits the scan cannot see.
@@ -381,6 +384,8 @@ class _Visitor(ast.NodeVisitor):
             for sub in ast.walk(target):
                 if isinstance(sub, ast.Attribute | ast.Subscript):
                     self._candidate(sub, Use("store"))
+                if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+                    self.out.attribute_sets.append((sub.value.id, sub.attr))  # name.attr = ...
         self.generic_visit(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:

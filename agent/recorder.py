@@ -214,6 +214,11 @@ class Recorder:
         effects += [pb.SideEffect(kind="random", target=c) for c in run.scan.random]
         effects += [pb.SideEffect(kind="clock", target=c) for c in run.scan.clock]
         effects += [pb.SideEffect(kind="external_read", target=c) for c in run.scan.external]
+        effects += [
+            pb.SideEffect(kind="module_state", target=f"{module.__name__}.{attr}")
+            for name, attr in run.scan.attribute_sets
+            if isinstance(module := ns.get(name), types.ModuleType)
+        ]
         raised = getattr(result, "error_in_exec", None) is not None
         cell = pb.CellExecution(
             index=len(self.cells),

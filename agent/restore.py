@@ -123,6 +123,10 @@ def restore(
 
     modules = {b.name: user_ns[b.name] for b in manifest.modules}
     outcome = recompute(shell, manifest, values, modules)
+    if any(e.kind == "module_state" for c in manifest.history.cells for e in c.side_effects):
+        from nbferry.agent.planning import module_state_notes
+
+        warnings += module_state_notes(manifest.history.cells, outcome.rerun_cells)
 
     if STATE_POD in pods:  # last: reruns draw from the random generators too
         state = pickling.decode(pods[STATE_POD].header, pods[STATE_POD].buffers, "pickle")

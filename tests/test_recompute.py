@@ -478,3 +478,18 @@ def test_a_rerun_runs_in_the_directory_its_cell_ran_in(
     report, got = restore(b, store, "[[r.x for r in rows], os.getcwd()]")
     assert report["recomputed"] == ["rows"] and report["lost"] == [], report
     assert got == [[2, 3], str(a)]
+
+
+def test_module_attributes_a_cell_changed_are_reported_not_silently_lost(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    a, b, store = dirs
+    (a / "settings_mod.py").write_text("VALUE = 1\n")
+    source.run("import settings_mod")
+    source.run("settings_mod.VALUE = 5")
+    source.run("y = settings_mod.VALUE * 2")
+    ck = checkpoint(source, store)
+    assert any("In[3] changed settings_mod.VALUE" in n for n in ck["notes"]), ck["notes"]
+    report, got = restore(b, store, "[settings_mod.VALUE, y]")
+    assert any("settings_mod.VALUE" in w for w in report["warnings"]), report["warnings"]
+    assert got == [1, 10]  # y is the source's; the module came back as imported
