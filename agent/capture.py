@@ -28,6 +28,7 @@ from nbferry.agent.namespace import (
     user_variables,
 )
 from nbferry.agent.pickling import STATE_POD
+from nbferry.agent.rerun import module_state_notes
 from nbferry.agent.session import kernel_id, notebook_path
 from nbferry.storage import PodData, Store, StoreError
 from nbferry.storage import chunks as ck
@@ -422,7 +423,7 @@ def checkpoint(
         "modules": [
             {"name": m.name, "module": m.module, "version": m.version} for m in captured.modules
         ],
-        "notes": captured.notes + planning.module_state_notes(planned.cells, report["rerun_cells"]),
+        "notes": captured.notes + module_state_notes(planned.cells, report["rerun_cells"]),
         "plan": report,
         "raw_bytes": result.raw_bytes,
         "stored_bytes": result.stored_bytes,

@@ -395,8 +395,8 @@ class _Tracking:
         definitions: dict[int, str],
         views: dict[int, Any],
         own: set[int],
-        use_leaves: bool = True,
-        process: dict[int, tuple[str, str]] | None = None,
+        use_leaves: bool,
+        process: dict[int, tuple[str, str]],
     ) -> None:
         self.reached: dict[int, Any] = {}
         self.definitions = definitions  # id -> variable name of notebook definitions
@@ -407,7 +407,7 @@ class _Tracking:
         self.leaves = immutable_leaves() if use_leaves and self.np is not None else ()
         self.leaves_reached: dict[int, Any] = {}
         self.leaf_arrays: dict[int, Any] = {}
-        self.globals = process_globals() if process is None else process
+        self.globals = process  # see process_globals()
         self.ignored = _library_globals() | self.globals.keys()
         self.actions: dict[type, int] = {}  # per type: what persistent_id does with it
         self.has_sets = False

@@ -227,21 +227,6 @@ def plan_restorable(
     return result
 
 
-def module_state_notes(cells: Iterable[pb.CellExecution], rerun: Iterable[int] = ()) -> list[str]:
-    """What a restore leaves out: module attributes set by cells it does not rerun
-    (`rerun`: execution counts). Modules are imported afresh on the target."""
-    again = set(rerun)
-    notes = []
-    for cell in cells:
-        targets = [e.target for e in cell.side_effects if e.kind == "module_state"]
-        if targets and cell.execution_count not in again:
-            notes.append(
-                f"In[{cell.execution_count}] changed {', '.join(targets)}: modules are imported "
-                "afresh on restore, so run that cell again if later code relies on it"
-            )
-    return notes
-
-
 def file_checker() -> Callable[[pb.SideEffect], str]:
     """file_problem_here, each file checked once per plan (cells re-read the same files)."""
     checked: dict[str, str] = {}

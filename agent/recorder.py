@@ -537,7 +537,8 @@ def _notebook_code(value: Any) -> list[types.CodeType]:
             if cls is types.FunctionType:
                 if obj.__module__ == "__main__":
                     out.append(obj.__code__)
-                todo.extend((v, False) for k, v in obj.__dict__.items() if k == "__wrapped__")
+                if "__wrapped__" in obj.__dict__:  # functools.wraps
+                    todo.append((obj.__dict__["__wrapped__"], False))
             elif cls is types.MethodType:
                 todo.append((obj.__func__, False))
             elif cls is functools.partial:

@@ -22,6 +22,7 @@ import ast
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,21 @@ class Outcome:
     rerun_cells: list[int] = field(default_factory=list)  # execution counts, as In[n]
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def module_state_notes(cells: Iterable[pb.CellExecution], rerun: Iterable[int] = ()) -> list[str]:
+    """What a restore leaves out: module attributes set by cells it does not rerun
+    (`rerun`: execution counts). Modules are imported afresh on the target."""
+    again = set(rerun)
+    notes = []
+    for cell in cells:
+        targets = [e.target for e in cell.side_effects if e.kind == "module_state"]
+        if targets and cell.execution_count not in again:
+            notes.append(
+                f"In[{cell.execution_count}] changed {', '.join(targets)}: modules are imported "
+                "afresh on restore, so run that cell again if later code relies on it"
+            )
+    return notes
 
 
 def plan_here(manifest: pb.Manifest, loaded: set[str]) -> planner.Plan:

@@ -21,7 +21,7 @@ from typing import Any
 
 from nbferry.agent import caretaker, pickling
 from nbferry.agent.pickling import STATE_POD
-from nbferry.agent.rerun import recompute
+from nbferry.agent.rerun import module_state_notes, recompute
 from nbferry.storage import CorruptCheckpointError, Store, StoreError, nbferry_version
 from nbferry.v1 import manifest_pb2 as pb
 
@@ -123,10 +123,7 @@ def restore(
 
     modules = {b.name: user_ns[b.name] for b in manifest.modules}
     outcome = recompute(shell, manifest, values, modules)
-    if any(e.kind == "module_state" for c in manifest.history.cells for e in c.side_effects):
-        from nbferry.agent.planning import module_state_notes
-
-        warnings += module_state_notes(manifest.history.cells, outcome.rerun_cells)
+    warnings += module_state_notes(manifest.history.cells, outcome.rerun_cells)
 
     if STATE_POD in pods:  # last: reruns draw from the random generators too
         state = pickling.decode(pods[STATE_POD].header, pods[STATE_POD].buffers, "pickle")

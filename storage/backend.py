@@ -48,9 +48,7 @@ class Backend:
         # "/" (a store at the filesystem root) stays "/": stripped, keys would
         # become paths relative to the working directory.
         self.root = root.rstrip("/") or root[:1]
-        self._prefix = (
-            self.root if self.root.endswith("/") else f"{self.root}/" if self.root else ""
-        )
+        self._prefix = f"{self.root.rstrip('/')}/" if self.root else ""
         protocols = _protocols(self.fs)
         self.local = "file" in protocols
         self.s3 = "s3" in protocols
