@@ -111,6 +111,8 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
             )
         except Exception as exc:
             out.skipped.append(_skip(name, value, exc))
+            out.values[name] = value  # if it is recomputed, its fingerprint verifies the rerun
+            out.has_sets[name] = True
     # A pandas index (dtype, offset) links the variables reaching it only through
     # a variable bound to it (`idx = df.index`), or through memory its arrays share
     # with a variable that reaches that memory directly (`pd.Index(arr)`).
@@ -236,12 +238,15 @@ def fingerprint_recomputed(captured: Captured, names: Iterable[str]) -> None:
     """Canonical fingerprints for the values a restore will recompute and verify."""
     for name in names:
         ref = captured.variables.get(name)
-        if ref is None or name not in captured.values:
-            continue
-        try:
-            ref.fingerprint = fingerprint(captured.values[name], sets=captured.has_sets[name])
-        except Exception:  # Unstable (matplotlib) or unpicklable: restore cannot verify it
-            ref.fingerprint = b""
+        if ref is not None and name in captured.values:
+            ref.fingerprint = _fingerprint_or_empty(captured, name)
+
+
+def _fingerprint_or_empty(captured: Captured, name: str) -> bytes:
+    try:
+        return fingerprint(captured.values[name], sets=captured.has_sets[name])
+    except Exception:  # Unstable (matplotlib) or unpicklable: restore cannot verify it
+        return b""
 
 
 def _skip(name: str, value: Any, exc: Exception) -> pb.SkippedVariable:
@@ -366,9 +371,12 @@ def checkpoint(
             s.reason = infeasible[s.name][:500]
     variables = dict(captured.variables)
     for s in captured.skipped:
-        if s.name in recomputed:  # unpicklable, rebuilt by its cells: no fingerprint to check
+        if s.name in recomputed:  # unpicklable, rebuilt by its cells
             variables[s.name] = pb.VariableRef(
-                pod_id=f"~{s.name}", type_name=s.type_name, unserializable=True
+                pod_id=f"~{s.name}",
+                type_name=s.type_name,
+                unserializable=True,
+                fingerprint=_fingerprint_or_empty(captured, s.name),
             )
     pods = [p for p in captured.pods if p.pod_id in planned.stored_groups or p.pod_id == STATE_POD]
     blocked = time.perf_counter() - started

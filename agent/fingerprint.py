@@ -15,6 +15,7 @@ import io
 import pickle
 import sys
 import types
+import weakref
 from typing import Any
 
 import blake3
@@ -71,6 +72,10 @@ def _set_marker(*items: Any) -> Any:  # pragma: no cover - never called
     return items
 
 
+def _weak_marker(*items: Any) -> Any:  # pragma: no cover - never called
+    return items
+
+
 class _Canonical(pickle.Pickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=5)
@@ -86,6 +91,11 @@ class _Canonical(pickle.Pickler):
             data = np.ascontiguousarray(obj).reshape(-1).view(np.uint8)  # datetimes too
             self.arrays.append(data)
             return _array_marker, (obj.dtype.str, obj.shape, len(self.arrays))
+        if cls in (weakref.WeakValueDictionary, weakref.WeakKeyDictionary, weakref.WeakSet):
+            # Not picklable, but their content is what they hold right now: a
+            # rerun that left them empty (their referents gone) must not verify.
+            items = list(obj.items()) if cls is not weakref.WeakSet else _sorted(list(obj))
+            return _weak_marker, (cls.__name__, items)
         if cls.__module__.startswith(_UNSTABLE_MODULES):
             raise Unstable(f"{cls.__module__}.{cls.__qualname__} has no stable fingerprint")
         return NotImplemented

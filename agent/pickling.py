@@ -319,7 +319,10 @@ def rebuildable_views(values: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
             continue
         seen.add(id(obj))
         if isinstance(obj, np.ndarray):
-            found[id(obj)] = obj
+            # Subclasses (masked arrays, matrix, recarray, the notebook's own)
+            # carry state a bare view would drop: they use their own pickling.
+            if type(obj) is np.ndarray:
+                found[id(obj)] = obj
             if obj.dtype.hasobject:
                 stack.extend(_not_atoms(obj.ravel().tolist()))
         elif isinstance(obj, (list, tuple, set, frozenset)):

@@ -9,7 +9,9 @@ recomputation whenever its cells are safe to rerun.
 Rerun cells never touch a loaded value: they read deep copies of the loaded
 values they were recorded reading (a cell may change its inputs in ways the
 recorder missed, or through an alias its rerun made again), and the other
-loaded values are out of the namespace until the replay ends. A rerun cell
+loaded values are out of the namespace until the replay ends. Loaded classes
+and functions stay themselves, with copies of their attributes and defaults
+lent for the replay, and the statements that made them are left out. A rerun cell
 that wrote a loaded name (an older version) is followed by the loaded value
 once the replay passes the cell that made the final version. Afterwards
 every recomputed variable's fingerprint is compared with the one recorded
@@ -119,7 +121,9 @@ def recompute(
 
 
 def _without_definitions(source: str, names: set[str]) -> str | ast.Module:
-    """The cell minus `def`/`class` statements for loaded definitions.
+    """The cell minus the statements that made loaded definitions: `def`,
+    `class` and `Name = ...` (a namedtuple, an Enum, a `type(...)` call), also
+    inside `if`/`try`/`with` blocks.
 
     Objects the rerun makes must be instances of the loaded classes (the ones
     stored pods refer to), not of a second copy of each class.
@@ -127,9 +131,32 @@ def _without_definitions(source: str, names: set[str]) -> str | ast.Module:
     if not names:
         return source
     tree = ast.parse(source)
+    _drop_definitions(tree.body, names)
+    return ast.fix_missing_locations(tree)
+
+
+def _drop_definitions(body: list[ast.stmt], names: set[str]) -> None:
     kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    tree.body = [s for s in tree.body if not (isinstance(s, kinds) and s.name in names)]
-    return tree
+    kept = []
+    for stmt in body:
+        if isinstance(stmt, kinds) and stmt.name in names:
+            continue
+        targets = (
+            stmt.targets
+            if isinstance(stmt, ast.Assign)
+            else [stmt.target]
+            if isinstance(stmt, ast.AnnAssign) and stmt.value is not None
+            else []
+        )
+        if targets and all(isinstance(t, ast.Name) and t.id in names for t in targets):
+            continue
+        for block in ("body", "orelse", "finalbody"):
+            if isinstance(stmt, (ast.If, ast.Try, ast.With)) and getattr(stmt, block, None):
+                _drop_definitions(getattr(stmt, block), names)
+        for handler in getattr(stmt, "handlers", []) if isinstance(stmt, ast.Try) else []:
+            _drop_definitions(handler.body, names)
+        kept.append(stmt)
+    body[:] = kept or [ast.Pass()]
 
 
 def _replay(
@@ -170,13 +197,21 @@ def _replay(
     reads = [set(c.reads) for c in cells]
     read = set().union(*reads)
     data = {n: v for n, v in values.items() if n not in loaded_defs and n in read}
+    # Loaded classes and functions stay themselves (pods refer to them), but
+    # their mutable state is lent as copies too: `C.items.append(x)`,
+    # `f.calls += 1` or a mutable default must not apply twice.
+    defs = {n: values[n] for n in loaded_defs}
+    owned = {n: _definition_state(v) for n, v in defs.items()}
     figures = _figures()
     cwd = os.getcwd()
     clobbered: set[str] = set()
     broken: set[str] = set()  # written by a cell that raised, or read from one
     errors: list[str] = []
     try:
-        ns.update(_isolated(data))
+        lent = _isolated({**data, **{("def", n): state for n, state in owned.items()}})
+        for n in defs:
+            _set_definition_state(defs[n], lent.pop(("def", n)))
+        ns.update(lent)
         with capture_output(display=True):
             for pos, cell in enumerate(cells):
                 for name in [n for n in clobbered if last.get(n, -1) < cell.index]:
@@ -212,6 +247,8 @@ def _replay(
                 clobbered |= writes & final.keys()
     finally:
         os.chdir(cwd)
+        for name, obj in defs.items():
+            _set_definition_state(obj, owned[name])
         for name in touched | data.keys():
             if name in final:
                 ns[name] = final[name]
@@ -225,7 +262,33 @@ def _replay(
     return errors, broken & recompute
 
 
-def _isolated(values: dict[str, Any]) -> dict[str, Any]:
+# Class attributes that are the class's own machinery, never data.
+_CLASS_FIXED = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__"})
+
+
+def _definition_state(obj: Any) -> dict[str, Any]:
+    """What code can change in place on a function or a class (by reference)."""
+    if isinstance(obj, type):
+        return {k: v for k, v in vars(obj).items() if k not in _CLASS_FIXED}
+    return {
+        "__dict__": obj.__dict__,
+        "__defaults__": obj.__defaults__,
+        "__kwdefaults__": obj.__kwdefaults__,
+    }
+
+
+def _set_definition_state(obj: Any, state: dict[str, Any]) -> None:
+    """Make `obj`'s state exactly `state`: attributes added since are removed."""
+    current = vars(obj)
+    if isinstance(obj, type):
+        for name in [k for k in current if k not in state and k not in _CLASS_FIXED]:
+            delattr(obj, name)
+    for name, value in state.items():
+        if current.get(name, current) is not value:
+            setattr(obj, name, value)
+
+
+def _isolated(values: dict[Any, Any]) -> dict[Any, Any]:
     """Deep copies that share among themselves what the originals share; the
     process's own objects (`random`'s generator behind `randint`) are kept."""
     import copy

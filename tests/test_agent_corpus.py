@@ -995,6 +995,33 @@ NOTEBOOKS = [
         """,
     ),
     Notebook(
+        "numpy_subclass_views",
+        [
+            """
+            import numpy as np
+            a = np.arange(10.0)
+            m = np.ma.masked_array(a, mask=[i % 2 == 0 for i in range(10)])
+            mat = np.asmatrix(a.reshape(2, 5))
+            rec = np.zeros(3, dtype=[("x", "f8"), ("y", "i8")]).view(np.recarray)
+
+            class MyArr(np.ndarray):
+                pass
+
+            my = a[2:5].view(MyArr)
+            """,
+        ],
+        # Views that are subclasses keep their type and state (a copy of the
+        # data: their own pickling does not know the base).
+        checks="""
+            assert type(m) is np.ma.MaskedArray and m.sum() == 25.0
+            assert m.mask.tolist() == [i % 2 == 0 for i in range(10)]
+            assert type(mat) is np.matrix and mat.shape == (2, 5)
+            assert type(rec) is np.recarray and rec.x.tolist() == [0.0, 0.0, 0.0]
+            assert type(my) is MyArr and my.tolist() == [2.0, 3.0, 4.0]
+        """,
+        exclude={"m": "numpy's pickling fills in the default fill_value (None -> 1e20)"},
+    ),
+    Notebook(
         "dill_keeps_sharing",
         [
             """

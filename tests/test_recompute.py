@@ -374,6 +374,61 @@ def test_recomputed_instances_keep_the_loaded_class(
     assert report["recomputed"] == ["toks"] and got == [True, 5]
 
 
+def test_recomputed_values_keep_classes_made_by_assignment_or_in_blocks(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    """A namedtuple, a functional Enum and a class defined inside `try` are
+    loaded; rerunning their cell to remake `big` must not make them again."""
+    _, b, store = dirs
+    source.run(
+        code("""
+        import enum
+        from collections import namedtuple
+        import numpy as np
+        Point = namedtuple("Point", "x y")
+        Color = enum.Enum("Color", "R G")
+        try:
+            class Box:
+                pass
+        except Exception:
+            pass
+        big = (np.ones(4_000_000), Point(1, 2), Color.R, Box())
+        """)
+    )
+    ck = checkpoint(source, store, "--restore-weight 0.001")
+    assert ck["recomputed"] == ["big"], ck["plan"]
+    assert {"Point", "Color", "Box"} <= {v["name"] for v in ck["stored"]}
+    report, got = restore(
+        b, store, "[type(big[1]) is Point, big[2] is Color.R, type(big[3]) is Box, big[1].y]"
+    )
+    assert report["recomputed"] == ["big"] and report["differs"] == [], report
+    assert got == [True, True, True, 2]
+
+
+def test_a_recomputed_value_that_cannot_be_stored_is_still_verified(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    """A WeakValueDictionary cannot be pickled, so its cell is rerun; the rerun's
+    referents are copies that die with the replay, so it comes back empty, and
+    the report must say it differs rather than call it recomputed."""
+    _, b, store = dirs
+    source.run(
+        code("""
+        import weakref
+        class O:
+            def __init__(self, n):
+                self.n = n
+        o1, o2 = O(1), O(2)
+        wvd = weakref.WeakValueDictionary({"a": o1, "b": o2})
+        """)
+    )
+    ck = checkpoint(source, store)
+    assert ck["recomputed"] == ["wvd"], ck["plan"]
+    report, got = restore(b, store, "len(wvd)")
+    assert report["differs"] == ["wvd"] and report["recomputed"] == [], report
+    assert got == 0 and source.value("len(wvd)") == 2
+
+
 def test_cells_that_cannot_be_replayed_are_recorded_as_unsafe(source: Kernel) -> None:
     source.run("import sqlite3")
     source.run("con = sqlite3.connect(':memory:')\nrows = 3")  # native I/O: no open() event
@@ -434,6 +489,30 @@ def test_reruns_never_change_loaded_values(source: Kernel, dirs: tuple[Path, Pat
     assert report["recomputed"] == ["big"], report
     assert report["differs"] == [] and report["lost"] == [] and report["failed"] == []
     assert got == [source.value(expr), [20000, 5000]]
+
+
+def test_reruns_never_change_loaded_classes_or_functions(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    """Loaded definitions stay the objects pods refer to, so a rerun cell gets
+    copies of their state: a class attribute, a function attribute and a
+    mutable default are each changed once, by the source, not again on restore."""
+    _, b, store = dirs
+    source.run("import numpy as np")
+    source.run("class C:\n    n = 0\n    items = []")
+    source.run("def f():\n    pass\nf.calls = 0")
+    source.run("def add(x, acc=[]):\n    acc.append(x)\n    return acc")
+    source.run(
+        "C.n += 1; C.items.append('x'); C.added = 1; f.calls += 1; add(1)\n"
+        "big = np.zeros((20000, 5000))"
+    )
+    ck = checkpoint(source, store)
+    assert ck["recomputed"] == ["big"], ck["plan"]
+    expr = "[C.n, C.items, C.added, f.calls, add.__defaults__[0]]"
+    report, got = restore(b, store, f"[{expr}, big.shape]")
+    assert report["recomputed"] == ["big"], report
+    assert report["differs"] == [] and report["failed"] == []
+    assert got == [source.value(expr), [20000, 5000]] == [[1, ["x"], 1, 1, [1]], [20000, 5000]]
 
 
 def test_a_module_next_to_the_notebook_restores_from_another_directory(
