@@ -119,10 +119,12 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     leaves = pickling.immutable_leaves()
     bound = {id(v) for v in values.values() if leaves and isinstance(v, leaves)}
     direct = set().union(*(e.reached.keys() for e in single.values()))
-    links = {
+    links: dict[str, set[Any]] = {
         n: e.reached.keys() | (e.leaves.keys() & bound) | (e.leaf_arrays.keys() & direct)
         for n, e in single.items()
     }
+    for n, cycle in _definition_cycles({n: e.refers for n, e in single.items()}).items():
+        links[n].add(("definition cycle", cycle))
     groups = group(links)
     # Pods with definitions first: other pods refer to definitions by name.
     groups.sort(key=lambda members: not _has_def([values[n] for n in members]))
@@ -132,6 +134,29 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     out.pods.append(_state_pod())
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _definition_cycles(refers: dict[str, set[str]]) -> dict[str, str]:
+    """Definitions that refer to each other by name, in a cycle (a base class
+    whose registry holds its subclasses): name -> a name of its cycle.
+
+    Each pod loads after the definitions it refers to, so a cycle must be one
+    pod, where the pickler's memo resolves it.
+    """
+    reach: dict[str, set[str]] = {}
+    for start in refers:
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in refers.get(stack.pop(), ()):
+                if nxt not in seen and nxt in refers:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        reach[start] = seen
+    return {
+        n: min(m for m in reach[n] if n in reach[m])
+        for n in refers
+        if any(n in reach[m] for m in reach[n])
+    }
 
 
 def _store_group(

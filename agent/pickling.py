@@ -17,6 +17,7 @@ name, so an instance restores with `type(obj) is Foo`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import importlib
@@ -25,7 +26,7 @@ import pickle
 import sys
 import time
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,9 +224,45 @@ def _slotted_skeleton(
     metaclass: type, name: str, bases: tuple[type, ...], slots: Any, qualname: str
 ) -> type:
     """An empty notebook class that already has its __slots__ (they cannot be added later)."""
-    cls = metaclass(name, bases, {"__slots__": slots, "__module__": "__main__"})
+    with _quiet_init_subclass(bases):
+        cls = metaclass(name, bases, {"__slots__": slots, "__module__": "__main__"})
     cls.__qualname__ = qualname
     return cls
+
+
+def _quiet_skeleton_class(type_constructor: type, name: str, bases: tuple, *rest: Any) -> type:
+    """cloudpickle's class rebuild (pickles name it; see decode), quietly."""
+    from cloudpickle import cloudpickle
+
+    with _quiet_init_subclass(bases):
+        return cloudpickle._make_skeleton_class(type_constructor, name, bases, *rest)
+
+
+@contextlib.contextmanager
+def _quiet_init_subclass(bases: tuple[type, ...]) -> Iterator[None]:
+    """Rebuild a class without running its notebook bases' __init_subclass__.
+
+    What the hook did when the class was first made (a registry entry, an
+    attribute) is in the stored state already; running it again would add
+    the class twice, or fail on a global the restore has not bound yet.
+    """
+    hooks = {
+        klass: vars(klass)["__init_subclass__"]
+        for base in bases
+        for klass in base.__mro__
+        if klass.__module__ == "__main__" and "__init_subclass__" in vars(klass)
+    }
+    for klass in hooks:
+        klass.__init_subclass__ = classmethod(_no_hook)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for klass, hook in hooks.items():
+            klass.__init_subclass__ = hook
+
+
+def _no_hook(cls: type, **kwargs: Any) -> None:
+    pass
 
 
 def _fill_class(cls: type, state: dict[str, Any]) -> None:
@@ -388,6 +425,7 @@ class Encoded:
     leaf_arrays: dict[int, Any] = field(default_factory=dict)
     has_sets: bool = False  # reached a set or frozenset (see fingerprint(sets=...))
     seconds: float = 0.0  # time spent pickling
+    refers: set[str] = field(default_factory=set)  # definitions referred to by name
 
 
 class _Tracking:
@@ -414,6 +452,7 @@ class _Tracking:
         self.ignored = _library_globals() | self.globals.keys()
         self.actions: dict[type, int] = {}  # per type: what persistent_id does with it
         self.has_sets = False
+        self.refers: set[str] = set()
 
     def _action(self, cls: type) -> int:
         if cls is set:
@@ -454,6 +493,7 @@ class _Tracking:
         if key in self.globals:
             return _process_global, self.globals[key]
         if key in self.definitions and key not in self.own:
+            self.refers.add(self.definitions[key])
             return _main_attr, (self.definitions[key],)
         if key in self.views:
             anchor = self.views[key][1]
@@ -616,6 +656,7 @@ def _dump(
         pickler.leaves_reached,
         pickler.leaf_arrays,
         pickler.has_sets,
+        refers=pickler.refers,
     )
 
 
@@ -708,7 +749,14 @@ def _dill_dump(
     pickler = _dill_pickler_class()(sink, protocol=5)
     pickler._setup(definitions, views, own, False, process)
     pickler.dump(value)
-    return Encoded(sink.getvalue(), [], "dill", pickler.reached, has_sets=pickler.has_sets)
+    return Encoded(
+        sink.getvalue(),
+        [],
+        "dill",
+        pickler.reached,
+        has_sets=pickler.has_sets,
+        refers=pickler.refers,
+    )
 
 
 def decode(header: bytes | bytearray, buffers: list[Any], serializer: str) -> dict[str, Any]:
@@ -717,5 +765,14 @@ def decode(header: bytes | bytearray, buffers: list[Any], serializer: str) -> di
 
         return dill.loads(bytes(header))
     if serializer == "cloudpickle":
-        import cloudpickle  # noqa: F401  (its reducers must be importable)
+        return _CloudUnpickler(io.BytesIO(header), buffers=buffers).load()
     return pickle.loads(header, buffers=buffers)
+
+
+class _CloudUnpickler(pickle.Unpickler):
+    """Loads cloudpickle pods, with notebook classes rebuilt quietly."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "cloudpickle.cloudpickle" and name == "_make_skeleton_class":
+            return _quiet_skeleton_class
+        return super().find_class(module, name)

@@ -1022,6 +1022,39 @@ NOTEBOOKS = [
         exclude={"m": "numpy's pickling fills in the default fill_value (None -> 1e20)"},
     ),
     Notebook(
+        "class_registry",
+        [
+            """
+            class Plugin:
+                registry = {}
+                names = []
+
+                def __init_subclass__(cls, **kw):
+                    super().__init_subclass__(**kw)
+                    Plugin.registry[cls.__name__] = cls
+                    Plugin.names.append(cls.__name__)
+
+            class CSV(Plugin):
+                pass
+
+            class JSON(Plugin):
+                pass
+
+            reader = Plugin.registry["CSV"]()
+            """,
+        ],
+        # The base and its subclasses refer to each other (one pod), and the
+        # hook that registered each subclass does not run again on restore.
+        checks="""
+            assert Plugin.names == ["CSV", "JSON"], Plugin.names
+            assert Plugin.registry == {"CSV": CSV, "JSON": JSON}
+            assert issubclass(CSV, Plugin) and type(reader) is CSV
+            class XML(Plugin):
+                pass
+            assert Plugin.names == ["CSV", "JSON", "XML"]
+        """,
+    ),
+    Notebook(
         "dill_keeps_sharing",
         [
             """
