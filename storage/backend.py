@@ -151,8 +151,8 @@ class Backend:
             self.fs.invalidate_cache(path)
             try:
                 found = self.fs.find(path)
-            except FileNotFoundError:
-                return []
+            except FileNotFoundError as exc:
+                return _nothing_under(exc)
             return [self.key_of(p) for p in found]
 
         keys = self._call("list", prefix, find)
@@ -178,8 +178,8 @@ class Backend:
             self.fs.invalidate_cache(path)
             try:
                 found = self.fs.find(path, detail=True)
-            except FileNotFoundError:
-                return []
+            except FileNotFoundError as exc:
+                return _nothing_under(exc)
             return [
                 (self.key_of(p), int(info.get("size") or 0), _modified(info))
                 for p, info in found.items()
@@ -197,8 +197,8 @@ class Backend:
             self.fs.invalidate_cache(path)
             try:
                 entries = self.fs.ls(path, detail=True)
-            except FileNotFoundError:
-                return []
+            except FileNotFoundError as exc:
+                return _nothing_under(exc)
             return [
                 e["name"].rstrip("/").rsplit("/", 1)[-1]
                 for e in entries
@@ -425,6 +425,14 @@ def _fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _nothing_under(exc: FileNotFoundError) -> list[Any]:
+    """An absent folder lists as empty; an absent bucket is an error (a typo in --store
+    must not look like an empty store), raised again for _call to explain."""
+    if _is_missing_bucket(exc):
+        raise exc
+    return []
 
 
 def _is_missing_bucket(exc: OSError) -> bool:

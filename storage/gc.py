@@ -13,7 +13,11 @@ One run does, in order:
    then read every manifest, live and trashed (mark); move each blob that none
    uses and that was last modified more than `grace` ago to `trash/<run>/<key>`,
    and move back every trashed blob that a manifest uses (repair); delete
-   `probe/` objects and local `.tmp-` files older than `grace`.
+   `probe/` objects and local `.tmp-` files older than `grace`, and objects that
+   readers moved aside as damaged (`damaged/<run>/<key>`) longer than `grace` ago.
+
+Objects under damaged/ are never counted as live nor moved back: their chunks
+are stored again by the next writer that needs them (see Store._quarantine).
 
 Readers that miss a blob under its live key look in the trash (Store._with_trash).
 A manifest GC cannot parse (damaged, newer format) stops it with GcError: it
@@ -51,6 +55,7 @@ from nbferry.storage.errors import CorruptCheckpointError, FormatVersionError, S
 from nbferry.storage.manifest import decode_manifest
 from nbferry.storage.retention import Policy, doomed
 from nbferry.storage.store import (
+    DAMAGED,
     MANIFEST_SUFFIX,
     TRASH,
     CheckpointRef,
@@ -93,6 +98,7 @@ class GcReport:
     blobs_deleted: int = 0  # trashed blobs deleted for good
     manifests_purged: int = 0  # deleted checkpoints' manifests deleted for good
     leftovers_deleted: int = 0  # probe objects and temp files of interrupted writes
+    damaged_deleted: int = 0  # objects readers moved aside as damaged, deleted for good
     bytes_freed: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -433,6 +439,30 @@ class _Run:
             sum(b.size for b in blobs) - self.report.bytes_trashed + sum(t.size for t in repair)
         )
         self._leftovers(cutoff - self.slack)
+        self._damaged(cutoff)
+
+    def _damaged(self, cutoff: float) -> None:
+        """Delete objects moved aside as damaged more than the grace period ago.
+
+        They are useless (their chunks fail verification) and kept only so
+        that someone may look at them for a while; nothing reads them.
+        """
+        old: set[str] = set()
+        for key, size, mtime in self.backend.list_info(DAMAGED, temp=True):
+            parts = key.split("/", 2)
+            match = _RUN.match(parts[1]) if len(parts) == 3 else None
+            if not (match and _run_time(match) < cutoff):
+                continue  # not in a run folder of ours, or recent
+            if not _Object(key, size, mtime).older_than(cutoff - self.slack):
+                continue
+            if not self.dry_run:
+                self.backend.delete(key)
+            old.add(parts[1])
+            self.report.damaged_deleted += 1
+            self.report.bytes_freed += size
+        if not self.dry_run:
+            for run in old:
+                self.backend.remove_empty_folders(f"{DAMAGED}/{run}")
 
     def _leftovers(self, cutoff: float) -> None:
         """Speed-probe objects, and temp files of interrupted local writes, older than grace."""

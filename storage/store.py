@@ -7,6 +7,8 @@ Layout under the store root:
     sessions/<session>/<id>.ckpt   a signed manifest: the only commit point
     trash/<run>/<key>              deleted manifests and collected blobs, until the
                                    GC grace period ends (see nbferry.storage.gc)
+    damaged/<run>/<key>            blobs and packs a read found damaged, moved aside so
+                                   that the next writer stores their chunks again
 
 Blobs and packs are immutable and written before the manifest, which is
 created last and create-only. A crash at any instant therefore leaves either no
@@ -53,7 +55,7 @@ from nbferry.storage.ids import (
 from nbferry.storage.location import default_store_url, fsspec_options
 from nbferry.storage.manifest import decode_manifest, encode_manifest
 from nbferry.storage.retry import RetryPolicy
-from nbferry.storage.signing import SigningKey, load_signing_key
+from nbferry.storage.signing import ENV_KEY, SigningKey, load_signing_key
 from nbferry.v1 import manifest_pb2 as pb
 
 PACK_THRESHOLD = 256 << 10  # chunks smaller than this go into packs
@@ -61,6 +63,7 @@ PACK_TARGET = 8 << 20  # a pack is flushed once it holds this much
 INLINE = ck.INLINE  # chunks smaller than this are hashed and encoded on the calling thread
 MANIFEST_SUFFIX = ".ckpt"
 TRASH = "trash"  # trash/<run>/<key>: what GC (or a delete) moved out, kept for a grace period
+DAMAGED = "damaged"  # damaged/<run>/<key>: objects a read found damaged (never read or reused)
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 T = TypeVar("T")
 
@@ -123,6 +126,7 @@ class _Chunk:
     hash: bytes = b""
     ref: pb.ChunkRef | None = None
     uses: list[pb.ChunkRef] = field(default_factory=list)  # manifest refs to fill in
+    suspect: bool = False  # its blob exists, but not at the size the parent recorded
 
 
 class Store:
@@ -254,8 +258,15 @@ class Store:
         ref = checkpoint if isinstance(checkpoint, CheckpointRef) else self.resolve(checkpoint)
         where = f"checkpoint {ref.checkpoint_id}"
         decoded = decode_manifest(self.backend.get(ref.key), where)
+        # Showing needs no key: never create one here (load_signing_key would).
+        key = self._key
+        if key is None:
+            try:
+                key = load_signing_key(create=False)
+            except FileNotFoundError:
+                return f"not checked: no signing key on this host (set {ENV_KEY})"
         try:
-            self.key.verify(decoded.body, decoded.signature, where)
+            key.verify(decoded.body, decoded.signature, where)
         except StoreError as exc:
             return str(exc)
         return "verified"
@@ -417,14 +428,16 @@ class Store:
         done = _Counter(stats.raw_bytes, progress)
         big: list[_Chunk] = []
         small: list[_Chunk] = []
-        for chunk in table.values():
-            if chunk.hash in known:
-                chunk.ref = known[chunk.hash]
-                stats.reused_raw_bytes += len(chunk.view) * len(chunk.uses)
-                done.add(len(chunk.view) * len(chunk.uses))
-            else:
-                (big if len(chunk.view) >= PACK_THRESHOLD else small).append(chunk)
         with ThreadPoolExecutor(self.workers) as pool:
+            known, suspect = self._still_stored(pool, {h: known[h] for h in table if h in known})
+            for chunk in table.values():
+                chunk.suspect = chunk.hash in suspect
+                if chunk.hash in known:
+                    chunk.ref = known[chunk.hash]
+                    stats.reused_raw_bytes += len(chunk.view) * len(chunk.uses)
+                    done.add(len(chunk.view) * len(chunk.uses))
+                else:
+                    (big if len(chunk.view) >= PACK_THRESHOLD else small).append(chunk)
             for chunk, uploaded in zip(
                 big, _bounded_map(pool, self._store_big, big, self.workers), strict=True
             ):
@@ -446,14 +459,59 @@ class Store:
             stats.stored_bytes += chunk.ref.stored_size
         return stats
 
+    def _still_stored(
+        self, pool: ThreadPoolExecutor, known: dict[bytes, pb.ChunkRef]
+    ) -> tuple[dict[bytes, pb.ChunkRef], set[bytes]]:
+        """The parent's refs whose objects are still there, at the size it recorded
+        (a pack: at least as long, and not marked damaged by a reader); and the
+        hashes of blobs that exist at another size (truncated, say).
+
+        A parent manifest proves its objects were stored, not that they still
+        are: trusting one that was lost (or moved aside as damaged) would make
+        every later checkpoint of the session unreadable. One size query per
+        distinct object, in the pool; the chunks of the others are stored again.
+        """
+        need: dict[str, int] = {}  # object key -> bytes it must have
+        for ref in known.values():
+            key = _location(ref)
+            end = ref.offset + ref.stored_size if ref.pack else ref.stored_size
+            need[key] = max(need.get(key, 0), end)
+        sizes = dict(zip(need, pool.map(self.backend.size, need), strict=True))
+        marked = self._marked_packs() if any(r.pack for r in known.values()) else set()
+        kept: dict[bytes, pb.ChunkRef] = {}
+        suspect: set[bytes] = set()
+        for h, ref in known.items():
+            key = _location(ref)
+            size = sizes[key]
+            if ref.pack:
+                if size is not None and size >= need[key] and key not in marked:
+                    kept[h] = ref
+            elif size == need[key]:
+                kept[h] = ref
+            elif size is not None:
+                suspect.add(h)
+        return kept, suspect
+
+    def _marked_packs(self) -> set[str]:
+        """Packs a reader found a damaged chunk in (see _quarantine)."""
+        return {k.split("/", 2)[2] for k in self.backend.list(DAMAGED) if k.count("/") >= 3}
+
     def _store_big(self, chunk: _Chunk) -> int:
-        """Upload one big chunk as its own blob unless it is there; returns bytes uploaded."""
+        """Upload one big chunk as its own blob unless it is there; returns bytes uploaded.
+
+        An existing blob is trusted (reads verify it, and move it aside if it is
+        damaged) unless it is suspect: then it is kept only if it has the size
+        this chunk encodes to.
+        """
         key = _blob_key(chunk.hash)
         size = self.backend.size(key)
-        if size is not None:
+        if size is not None and not chunk.suspect:
             chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
             return 0
         codec, payload = ck.encode(chunk.view)
+        if size == 1 + len(payload):
+            chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
+            return 0
         self.backend.put(key, [bytes([codec]), payload])
         chunk.ref = pb.ChunkRef(stored_size=1 + len(payload), codec=codec)
         return chunk.ref.stored_size
@@ -594,22 +652,24 @@ class Store:
         start = min(ref.offset for ref, _, _ in items) if is_pack else None
         end = max(ref.offset + ref.stored_size for ref, _, _ in items) if is_pack else None
         try:
-            _, data = self._with_trash(key, lambda k: self.backend.get(k, start, end))
+            where, data = self._with_trash(key, lambda k: self.backend.get(k, start, end))
         except FileNotFoundError:
             raise self._missing(manifest, key, items[0][2]) from None
         whole = memoryview(data)
         for ref, out, desc in items:
             lo = ref.offset - (start or 0)
-            entry = whole[lo : lo + ref.stored_size]
+            # A blob is its whole object: a writer with another zstd may have
+            # encoded the chunk to another size (the hash check is what counts).
+            entry = whole[lo : lo + ref.stored_size] if is_pack else whole
             problem = ""
-            if len(entry) != ref.stored_size or not len(entry):
+            if (is_pack and len(entry) != ref.stored_size) or not len(entry):
                 problem = f"truncated: {len(entry)} of {ref.stored_size} bytes"
             else:
                 try:
                     ck.decode_into(entry[0], entry[1:], out)
                 except ValueError as exc:
-                    problem = f"cannot be decoded ({exc})"
-            self._verify(manifest, key, desc, ref, out, problem)
+                    problem = _undecodable(exc, len(entry), ref)
+            self._verify(manifest, key, where, desc, ref, out, problem)
             done.add(ref.raw_size)
 
     def _read_local_blob(
@@ -621,14 +681,14 @@ class Store:
     ) -> None:
         """A local chunk blob, raw chunks read straight into their output (no copies)."""
         try:
-            _, f = self._with_trash(key, self.backend.open_local)
+            where, f = self._with_trash(key, self.backend.open_local)
         except FileNotFoundError:
             raise self._missing(manifest, key, items[0][2]) from None
         with f:
             for ref, out, desc in items:
                 f.seek(0)
                 tag = f.read(1)
-                problem = ""
+                problem, payload = "", b""
                 try:
                     if not tag:
                         problem = f"truncated: 0 of {ref.stored_size} bytes"
@@ -638,15 +698,12 @@ class Store:
                             problem = f"truncated: {1 + n} of {ref.stored_size} bytes"
                         elif f.read(1):
                             problem = f"padded: more than {ref.stored_size} bytes"
-                    else:
+                    else:  # its size may differ from ref's (see _fetch_blob)
                         payload = f.read()
-                        if 1 + len(payload) < ref.stored_size:
-                            problem = f"truncated: {1 + len(payload)} of {ref.stored_size} bytes"
-                        else:
-                            ck.decode_into(tag[0], payload, out)
+                        ck.decode_into(tag[0], payload, out)
                 except ValueError as exc:
-                    problem = f"cannot be decoded ({exc})"
-                self._verify(manifest, key, desc, ref, out, problem)
+                    problem = _undecodable(exc, 1 + len(payload), ref)
+                self._verify(manifest, key, where, desc, ref, out, problem)
                 done.add(ref.raw_size)
 
     def _with_trash(self, key: str, read: Callable[[str], T]) -> tuple[str, T]:
@@ -674,31 +731,62 @@ class Store:
         self,
         manifest: pb.Manifest,
         key: str,
+        where: str,
         desc: str,
         ref: pb.ChunkRef,
         out: memoryview,
         problem: str,
     ) -> None:
-        """Raise for a decoding problem, else check the decoded bytes against their hash."""
+        """Raise for a decoding problem, else check the decoded bytes against their hash.
+
+        A damaged object is moved aside first (from `where`, its live or trash
+        key), so that writers stop reusing it.
+        """
         if not problem and ck.chunk_hash(out) != ref.hash:
             problem = "content does not match its hash"
         if problem:
-            raise self._damaged(manifest, key, desc, problem)
+            raise self._damaged(manifest, key, desc, problem, self._quarantine(key, where))
+
+    def _quarantine(self, key: str, where: str) -> str:
+        """Move a damaged blob to damaged/<run>/<key>; says what became of it.
+
+        Writers reuse whatever exists under a blob's key, so a damaged object
+        left there spoils every later checkpoint of the same data; once it is
+        gone, the next writer stores the chunk again (and, being content
+        addressed, a re-uploaded blob heals the checkpoints that use it). Not
+        the trash: GC moves trashed objects that a checkpoint uses back. A pack
+        stays where it is (other checkpoints may use its intact chunks); a
+        marker under the same name stops writers reusing it. A pack whose bytes
+        still hash to its name is intact (the manifest is wrong) and is left
+        alone. Best effort: on a read-only store the caller's error is enough.
+        """
+        target = f"{DAMAGED}/{trash_run_name()}/{key}"
+        try:
+            if key.startswith("packs/"):
+                data = self.backend.get(where)
+                if blake3.blake3(data).hexdigest() == key.rsplit("/", 1)[-1]:
+                    return "The pack itself is intact: the manifest lists a wrong hash."
+                # Other checkpoints may use its other chunks: mark it, do not move it.
+                self.backend.put(target, [b"damaged chunk(s) in this pack; it stays in place\n"])
+                return f"Writers no longer reuse it (marked in {self.url}/{target})."
+            self.backend.move(where, target)
+        except (StoreError, OSError):
+            return "It could not be moved aside (read-only store?): delete it from the store."
+        return f"It was moved aside to {self.url}/{target}."
 
     def _missing(self, manifest: pb.Manifest, key: str, desc: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(
             f"checkpoint {manifest.checkpoint_id} ({self.url}): {key} ({desc}) is missing from "
-            "the store: it was deleted by hand or by a garbage collection; restore an earlier "
-            f"checkpoint (`nbferry list --session {manifest.session_id}`)"
+            "the store: it was deleted by hand or by a garbage collection, or moved aside as "
+            f"damaged. {_repair_advice(manifest.session_id)}"
         )
 
     def _damaged(
-        self, manifest: pb.Manifest, key: str, desc: str, problem: str
+        self, manifest: pb.Manifest, key: str, desc: str, problem: str, fate: str
     ) -> CorruptCheckpointError:
         return CorruptCheckpointError(
             f"checkpoint {manifest.checkpoint_id} ({self.url}): {key} ({desc}) is damaged: "
-            f"{problem}. Restore an earlier checkpoint "
-            f"(`nbferry list --session {manifest.session_id}`) or write a new one"
+            f"{problem}. {fate} {_repair_advice(manifest.session_id)}"
         )
 
 
@@ -765,12 +853,28 @@ def chunk_refs(manifest: pb.Manifest) -> Iterator[pb.ChunkRef]:
 
 
 def _chunk_index(manifest: pb.Manifest | None) -> dict[bytes, pb.ChunkRef]:
-    """Chunks a (trusted) earlier manifest proves are in the store, by hash."""
+    """Chunks a (trusted) earlier manifest says it stored, by hash (Store._still_stored
+    checks that they still are)."""
     index: dict[bytes, pb.ChunkRef] = {}
     if manifest is not None:
         for ref in chunk_refs(manifest):
             index.setdefault(ref.hash, ref)
     return index
+
+
+def _undecodable(exc: ValueError, size: int, ref: pb.ChunkRef) -> str:
+    if size < ref.stored_size:
+        return f"truncated: {size} of {ref.stored_size} bytes"
+    return f"cannot be decoded ({exc})"
+
+
+def _repair_advice(session_id: str) -> str:
+    """What a user can do about a missing or damaged object: both ways work."""
+    return (
+        f"A new checkpoint of session {session_id!r} (from a kernel that still holds the "
+        "data) stores that data again; or restore an earlier checkpoint that does not use "
+        f"this object: see `nbferry list --session {session_id}`"
+    )
 
 
 def _user() -> str:

@@ -132,12 +132,17 @@ def test_a_checkpoint_that_reuses_a_trashed_blob_restores_and_keeps_it(gc_store:
     parent = store.write_checkpoint("nb", [to_pod(k, v) for k, v in pods.items()])
     parent_manifest = store.read_manifest(parent.checkpoint_id)  # what the writer read
     store.delete_checkpoint(parent.checkpoint_id)
-    assert collect(store, grace=HOUR, now=later(2)).blobs_trashed == 2
-    assert live(store) == set()
+
+    def collect_then_commit(*args: object) -> None:
+        # After the writer checked that its parent's blobs exist, before it commits.
+        assert collect(store, grace=HOUR, now=later(2)).blobs_trashed == 2
+        assert live(store) == set()
+        Store._check_deadline(writer, *args)  # type: ignore[arg-type]
 
     writer = Store(store.url, key=store.key)
     writer.backend = store.backend
     writer._parent_manifest = lambda *a: parent_manifest  # type: ignore[method-assign]
+    writer._check_deadline = collect_then_commit  # type: ignore[method-assign]
     child = writer.write_checkpoint("nb", [to_pod(k, v) for k, v in pods.items()])
     assert child.chunks_uploaded == 0  # every chunk deduplicated against the parent
     assert uses(store, child.checkpoint_id) <= trashed(store)
