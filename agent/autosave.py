@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -54,26 +55,60 @@ class Schedule:
         return bool(self.every or self.after)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Schedule:
-        """Read the variables above; a bad value raises ValueError naming it and the fix."""
-        env = os.environ if env is None else env
-        restore = env.get(ENV_RESTORE, "off").strip().lower() or "off"
-        if restore not in RESTORE_MODES:
-            raise ValueError(f"{ENV_RESTORE}={restore!r}: use one of {', '.join(RESTORE_MODES)}")
-        keep = env.get(ENV_KEEP, "").strip()
-        if keep:
-            from nbferry.storage.retention import Policy
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, errors: list[str] | None = None
+    ) -> Schedule:
+        """Read the variables above; a bad value raises ValueError naming it and the fix.
 
+        With `errors`, a bad value is appended there instead and only its own
+        setting is off (a typo in NBFERRY_KEEP must not turn off the restore).
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field, name, read in (
+            ("restore", ENV_RESTORE, _restore_mode),
+            ("keep", ENV_KEEP, _keep),
+            ("every", ENV_EVERY, lambda env: _number(env, ENV_EVERY) * 60.0),
+            ("after", ENV_AFTER, lambda env: _number(env, ENV_AFTER)),
+        ):
             try:
-                Policy.parse(keep)
+                values[field] = read(env)
             except ValueError as exc:
-                raise ValueError(f"{ENV_KEEP}={keep!r}: {exc}") from None
-        return cls(
-            every=_number(env, ENV_EVERY) * 60.0,
-            after=_number(env, ENV_AFTER),
-            keep=keep,
-            restore=restore,
-        )
+                if errors is None:
+                    raise
+                errors.append(f"{exc}; {SETTINGS[name]}")
+        return cls(**values)
+
+
+# What a bad value turns off, and where it is set; for the kernel log.
+SETTINGS = {
+    ENV_RESTORE: "restore at start is off; fix c.NbferryExtension.restore or $NBFERRY_RESTORE",
+    ENV_KEEP: "scheduled checkpoints keep every older checkpoint (no retention); fix "
+    'c.NbferryExtension.keep or $NBFERRY_KEEP, e.g. "last=10,hourly=24,daily=7"',
+    ENV_EVERY: "idle checkpoints are off; fix c.NbferryExtension.checkpoint_every or "
+    "$NBFERRY_CHECKPOINT_EVERY (minutes)",
+    ENV_AFTER: "checkpoints after long cells are off; fix c.NbferryExtension.checkpoint_after "
+    "or $NBFERRY_CHECKPOINT_AFTER (seconds)",
+}
+
+
+def _restore_mode(env: Mapping[str, str]) -> str:
+    restore = env.get(ENV_RESTORE, "off").strip().lower() or "off"
+    if restore not in RESTORE_MODES:
+        raise ValueError(f"{ENV_RESTORE}={restore!r}: use one of {', '.join(RESTORE_MODES)}")
+    return restore
+
+
+def _keep(env: Mapping[str, str]) -> str:
+    keep = env.get(ENV_KEEP, "").strip()
+    if keep:
+        from nbferry.storage.retention import Policy
+
+        try:
+            Policy.parse(keep)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_KEEP}={keep!r}: {exc}") from None
+    return keep
 
 
 def _number(env: Mapping[str, str], name: str) -> float:
@@ -112,6 +147,7 @@ class Autosave:
         shell.events.register("pre_execute", self._pre)
         shell.events.register("post_execute", self._post)
         shell.events.register("pre_run_cell", self._show_notice)
+        shell.events.register("post_run_cell", self._after_cell)
 
     # -- cell hooks (main thread) --------------------------------------------
 
@@ -127,6 +163,23 @@ class Autosave:
         ran = time.monotonic() - self._started
         if self.schedule.after and ran >= self.schedule.after and self.loop is not None:
             self.loop.add_callback(self._save, f"after a {ran:.0f} s cell")
+
+    def _after_cell(self, result: Any) -> None:
+        """A cell that ended in `%nbferry checkpoint` saved everything so far: the idle
+        timer must not save the same state again (nor count that cell as new work)."""
+        info = getattr(result, "info", None)
+        if self.saving or not getattr(result, "success", False) or info is None:
+            return
+        lines = [
+            line
+            for line in (getattr(info, "raw_cell", "") or "").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        # With --store or --session it went elsewhere: the schedule's own still is due.
+        last = lines[-1] if lines else ""
+        if _CHECKPOINT_MAGIC.match(last) and "--store" not in last and "--session" not in last:
+            self.cells_since = 0
+            self.last = time.monotonic()
 
     def _show_notice(self, *args: Any) -> None:
         if self.notice:
@@ -255,6 +308,9 @@ class Autosave:
             log.warning("%s", self.notice)
 
 
+# `%nbferry checkpoint ...` or `r = %nbferry checkpoint ...` (a cell's last line).
+_CHECKPOINT_MAGIC = re.compile(r"\s*(?:[A-Za-z_]\w*\s*=\s*)?%nbferry\s+checkpoint\b")
+
 _autosave: Autosave | None = None
 
 
@@ -263,11 +319,10 @@ def start(shell: Any) -> Autosave | None:
     global _autosave
     if _autosave is not None or getattr(shell, "kernel", None) is None:
         return _autosave
-    try:
-        schedule = Schedule.from_env()
-    except ValueError as exc:
-        log.warning("scheduled checkpoints are off: %s", exc)
-        return None
+    errors: list[str] = []
+    schedule = Schedule.from_env(errors=errors)  # a bad setting turns off only itself
+    for error in errors:
+        log.error("nbferry: bad setting: %s", error)
     if not schedule.active and schedule.restore == "off":
         return None
     _autosave = Autosave(shell, schedule)
@@ -282,6 +337,7 @@ def stop(shell: Any) -> None:
             ("pre_execute", _autosave._pre),
             ("post_execute", _autosave._post),
             ("pre_run_cell", _autosave._show_notice),
+            ("post_run_cell", _autosave._after_cell),
         ):
             shell.events.unregister(event, fn)
         _autosave = None

@@ -16,12 +16,15 @@ MAX_LEN = 200
 def session_id_for(user: str, notebook: str) -> str:
     """'alice' + 'work/Sales Q3.ipynb' -> 'alice-work-Sales_Q3.ipynb-<hash>'.
 
-    Readable, and a short hash of the exact path is added whenever the name
-    had to change (or be cut), so two notebooks never share a session id.
+    Readable, and a short hash of the exact user and path is added whenever
+    the name had to change (or be cut), or when the user name has a "-" (then
+    "alice-a" + "b.ipynb" and "alice" + "a-b.ipynb" would both read
+    "alice-a-b.ipynb"), so two notebooks, or two users, never share a session
+    id. Ids without a hash are left as they always were.
     """
     raw = f"{user}-{notebook}"
     clean = _UNSAFE.sub("_", raw.replace("/", "-").replace("..", "_")).strip("._-") or "session"
-    if clean != raw or len(clean) > MAX_LEN:
+    if clean != raw or "-" in user or len(clean) > MAX_LEN:
         digest = blake3.blake3(f"{user}\0{notebook}".encode()).hexdigest()[:10]
         clean = f"{clean[: MAX_LEN - 11]}-{digest}"
     return clean

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbferry.agent.report import human_size
@@ -27,10 +28,44 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+LOCAL_SCHEMES = ("file", "local")  # fsspec's names for the local filesystem
+
+
+def store_url(text: str) -> str:
+    """A --store value as kernels and migrators must get it: local paths absolute.
+
+    A relative path (or file: URL) means a folder below the caller's working
+    directory, but it is used by a kernel or migrator that runs in another one;
+    so every local form fsspec accepts (a plain path, ~/x, file:x, file://x,
+    file:///x, local://x) becomes file:// + an absolute posix path, built like
+    default_store_url builds one (no percent-encoding: store URLs are read as
+    fsspec reads them). Other URLs (s3://, memory://, chained a::b) are kept.
+    """
+    if "::" in text:
+        return text
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() not in LOCAL_SCHEMES:
+            return text
+        path = rest
+    elif text[:5].lower() == "file:":
+        path = text[5:]  # file:/abs or file:rel, which fsspec reads as local paths too
+    else:
+        path = text
+    absolute = Path(os.path.abspath(os.path.expanduser(path)))
+    return f"file://{absolute.as_posix()}"
+
+
+def is_local_store(url: str) -> bool:
+    """Whether a store URL names a folder on this machine (after store_url)."""
+    return store_url(url).startswith("file://")
+
+
 def _store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         metavar="URL",
+        type=store_url,
         help="store URL: file:///path, s3://bucket/prefix, memory://name, ... "
         "(default: $NBFERRY_STORE, else a folder under your user data directory)",
     )
@@ -192,22 +227,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _plan_in_kernel(args: argparse.Namespace) -> dict[str, Any]:
-    from nbferry.migrator.kernels import Kernel
+    """Ask the kernel's agent over gRPC, like `checkpoint --kernel`: every option
+    (store options, paths with spaces) travels as a field, not as a magic line."""
+    from nbferry.migrator.agents import AgentClient
+    from nbferry.v1 import agent_pb2 as apb
 
-    line = ["plan", "--restore-weight", str(args.restore_weight)]
-    if args.inputs_on_target:
-        line.append("--inputs-on-target")
-    if args.store_all:
-        line.append("--store-all")
-    if args.store:
-        line += ["--store", args.store]
-    if args.session:
-        line += ["--session", args.session]
-    kernel = Kernel.attach(args.kernel)
-    try:
-        return kernel.magic(" ".join(line))
-    finally:
-        kernel.kc.stop_channels()
+    request = apb.PlanRequest(options=_plan_options(args))
+    with AgentClient.for_kernel(args.kernel) as agent:
+        reply = agent.plan(request, timeout=args.timeout)
+    return json.loads(reply.report_json)
 
 
 def _plan_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
@@ -475,12 +503,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from nbferry.v1 import agent_pb2 as apb
     from nbferry.v1 import migrator_pb2 as mpb
 
-    store_url = args.store or default_store_url()
+    local_store = store_url(args.store or default_store_url())
     host = args.to.rpartition(":")[0].strip("[]")
-    if store_url.startswith("file:") and host not in ("127.0.0.1", "localhost", "::1"):
+    if is_local_store(local_store) and host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(
-            f"the store {store_url} is a folder on this machine, which {args.to} cannot read: "
-            "pass --store with a URL both hosts reach (s3://bucket/prefix, a shared mount)"
+            f"the store {local_store} is a folder on this machine, which {args.to} cannot read: "
+            "pass --store with a URL both hosts reach (e.g. s3://bucket/prefix)"
         )
     started = time.perf_counter()
     request = apb.CheckpointRequest(
@@ -569,15 +597,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("TLS needs both --tls-cert and --tls-key")
     if args.tls_client_ca and not args.tls_cert:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
-    store_url = args.store or default_store_url()
-    open_store(store_url, parse_options(args.store_option))  # a bad URL fails here, not per call
+    # Absolute: kernels run in --workdir, not here (and $NBFERRY_STORE may be relative too).
+    url = store_url(args.store or default_store_url())
+    open_store(url, parse_options(args.store_option))  # a bad URL fails here, not per call
 
     def ready(address: str) -> None:
-        print(json.dumps({"listening": address, "store": store_url}), flush=True)
+        print(json.dumps({"listening": address, "store": url}), flush=True)
 
     serve(
         args.listen,
-        store_url,
+        url,
         token,
         workdir=args.workdir,
         tls_cert=_read_file(args.tls_cert),
@@ -750,6 +779,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="plan a restore on this host: check the files cells read are here, unchanged",
     )
     p.add_argument("--store-all", action="store_true", help="store everything, rerun nothing")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="with --kernel: give up after SECONDS (a running cell is waited for)",
+    )
     _store_args(p)
     p.set_defaults(func=cmd_plan)
 

@@ -41,7 +41,7 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Bool, Enum, Float, Unicode
 
-from nbferry.agent.autosave import ENV_AFTER, ENV_EVERY, ENV_KEEP, ENV_RESTORE
+from nbferry.agent.autosave import ENV_AFTER, ENV_EVERY, ENV_KEEP, ENV_RESTORE, Schedule
 from nbferry.agent.session import ENV_ROOT
 
 
@@ -87,6 +87,7 @@ class NbferryExtension(ExtensionApp):
         }
         if self.store:
             env["NBFERRY_STORE"] = self.store
+        self._check(env)
         os.environ.update(env)
         self.log.info(
             "nbferry: kernels save to %s; restore=%s; stop deadline %g s",
@@ -94,6 +95,32 @@ class NbferryExtension(ExtensionApp):
             self.restore,
             self.stop_deadline,
         )
+
+    def _check(self, env: dict[str, str]) -> None:
+        """Refuse settings the kernels' agents would reject, with the setting and the fix.
+
+        Checked with the parser the agents use (Schedule.from_env), here, where an
+        operator reads the log: in a kernel, a typo in `keep` would be a line in its log.
+        """
+        traits = {ENV_KEEP: "keep", ENV_EVERY: "checkpoint_every", ENV_AFTER: "checkpoint_after"}
+        for name, trait in traits.items():
+            try:
+                Schedule.from_env({name: env[name]})
+            except ValueError as exc:
+                message = (
+                    f"nbferry: c.NbferryExtension.{trait} = {getattr(self, trait)!r} is "
+                    f"invalid ({exc}). Fix it in jupyter_nbferry_config.json (or .py, or "
+                    f"jupyter_server_config.py, or --NbferryExtension.{trait}=...)"
+                    + (
+                        ', e.g. keep = "last=10,hourly=24,daily=7", or "" for no retention'
+                        if trait == "keep"
+                        else " (0 turns it off)"
+                    )
+                    + ". The nbferry extension is not loaded: kernels are neither restored "
+                    "at start nor checkpointed on a schedule."
+                )
+                self.log.error("%s", message)
+                raise ValueError(message) from None
 
     async def stop_extension(self) -> None:
         """Checkpoint every kernel that runs an agent, before the server shuts kernels down."""

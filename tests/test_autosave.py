@@ -1,12 +1,22 @@
 """The schedule's pure parts: settings from the environment, when the idle timer fires,
-and the notebook path that makes a session id the same on every server."""
+and the notebook path and user that make a session id; and, in a real kernel, that a
+bad setting turns off only itself."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from nbferry.agent.autosave import Schedule, idle_checkpoint_due
-from nbferry.agent.session import default_session_id, notebook_path
+from nbferry.agent.session import default_session_id, notebook_path, session_id_for
+from nbferry.migrator.kernels import Kernel, KernelError
+from nbferry.storage import open_store
+from nbferry.storage.ids import validate_session_id
 
 
 def test_schedule_reads_the_environment() -> None:
@@ -62,3 +72,87 @@ def test_notebook_path_is_relative_to_the_servers_root(monkeypatch: pytest.Monke
     assert default_session_id({}) == on_a  # another server, another folder: same session
     monkeypatch.setenv("NBFERRY_NOTEBOOK_ROOT", "/elsewhere")
     assert notebook_path({}) == "/home/b/sub/nb.ipynb"  # outside the root: left absolute
+
+
+def test_session_ids_of_two_users_never_collide() -> None:
+    # "alice" + "a-b.ipynb" and "alice-a" + "b.ipynb" both read "alice-a-b.ipynb": on a
+    # shared store, restore=auto would give one user the other's variables.
+    mine, theirs = session_id_for("alice", "a-b.ipynb"), session_id_for("alice-a", "b.ipynb")
+    assert mine != theirs
+    assert theirs.startswith("alice-a-b.ipynb-") and validate_session_id(theirs) == theirs
+    assert theirs == session_id_for("alice-a", "b.ipynb")  # stable
+    assert session_id_for("alice-a", "b.ipynb") != session_id_for("alice-a", "c.ipynb")
+    # Unambiguous ids stay what they were, so existing users still find their sessions.
+    assert mine == "alice-a-b.ipynb"
+    assert session_id_for("bob", "a.ipynb") == "bob-a.ipynb"
+    assert session_id_for("bob.smith", "x_y.ipynb") == "bob.smith-x_y.ipynb"
+
+
+def _notebook_kernel_env(tmp_path: Path) -> tuple[dict[str, str], Path, Path]:
+    """Env of a notebook's kernel that loads the agent at start (`nbferry install`), as
+    on a hub; the kernel's folder and runtime folder."""
+    work, runtime, home = tmp_path / "work", tmp_path / "runtime", tmp_path / "home"
+    for d in (work, runtime, home):
+        d.mkdir()
+    env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(runtime)}
+    env.pop("IPYTHONDIR", None)
+    installed = subprocess.run(
+        [str(Path(sys.executable).with_name("nbferry")), "install"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    env.update(
+        JUPYTERHUB_USER="alice",
+        JPY_SESSION_NAME=str(work / "nb.ipynb"),
+        NBFERRY_NOTEBOOK_ROOT=str(work),
+        NBFERRY_STORE=(tmp_path / "store").as_uri(),
+    )
+    return env, work, runtime
+
+
+def test_a_bad_keep_does_not_turn_off_restore_at_start(tmp_path: Path) -> None:
+    env, work, runtime = _notebook_kernel_env(tmp_path)
+    with Kernel(work, env, runtime_dir=runtime) as k:
+        k.run("xs = [1, 2, 3]\n%nbferry checkpoint")
+    typo = {"NBFERRY_RESTORE": "auto", "NBFERRY_KEEP": "last=ten"}
+    with Kernel(work, {**env, **typo}, runtime_dir=runtime) as k:
+        deadline = time.monotonic() + 60
+        while True:  # the restore runs as the kernel starts
+            try:
+                assert k.value("xs") == [1, 2, 3]
+                break
+            except KernelError:
+                assert time.monotonic() < deadline, "restore=auto did not restore"
+                time.sleep(0.3)
+        # The bad keep only turned off retention; the schedule knows it.
+        assert (
+            k.value("__import__('nbferry.agent.autosave').agent.autosave.current().schedule.keep")
+            == ""
+        )
+
+
+def test_bad_settings_turn_off_only_themselves_when_asked() -> None:
+    errors: list[str] = []
+    s = Schedule.from_env(
+        {"NBFERRY_RESTORE": "auto", "NBFERRY_KEEP": "last=ten", "NBFERRY_CHECKPOINT_EVERY": "5"},
+        errors,
+    )
+    assert (s.restore, s.keep, s.every) == ("auto", "", 300)
+    assert len(errors) == 1 and errors[0].startswith("NBFERRY_KEEP='last=ten'")
+    assert "c.NbferryExtension.keep" in errors[0] and "last=10,hourly=24,daily=7" in errors[0]
+
+
+def test_a_manual_checkpoint_is_not_saved_again_by_the_idle_timer(tmp_path: Path) -> None:
+    env, work, runtime = _notebook_kernel_env(tmp_path)
+    env["NBFERRY_CHECKPOINT_EVERY"] = "0.02"  # 1.2 s while idle
+    store = open_store(env["NBFERRY_STORE"])
+    with Kernel(work, env, runtime_dir=runtime) as k:
+        k.run("x = 1\nr = %nbferry checkpoint -m mine")
+        time.sleep(3.5)  # two idle periods: nothing ran since the checkpoint
+        assert [store.read_manifest(r).message for r in store.list_checkpoints()] == ["mine"]
+        k.run("y = 2")  # new work: the timer saves it
+        deadline = time.monotonic() + 30
+        while len(refs := store.list_checkpoints()) < 2:
+            assert time.monotonic() < deadline, "the idle timer did not save the new cell"
+            time.sleep(0.3)
+        assert store.read_manifest(refs[-1]).message.endswith("idle timer")

@@ -187,6 +187,18 @@ def test_scheduled_checkpoint_fires_after_a_long_cell_and_keeps_retention(
         stop(proc)
 
 
+def test_a_typo_in_a_setting_is_refused_when_the_server_starts(
+    hub: tuple[Host, Host, str],
+) -> None:
+    a, _, store_url = hub
+    with jupyter_server(a, store_url, "--NbferryExtension.keep=last=ten") as (_, proc):
+        stop(proc)
+    log = next(a.root.glob("server-*.log")).read_text()
+    assert "c.NbferryExtension.keep = 'last=ten' is invalid" in log, log
+    assert "needs a whole number" in log and 'keep = "last=10,hourly=24,daily=7"' in log, log
+    assert "restore=auto" not in log, log  # no longer claimed while nothing would restore
+
+
 def test_a_kernel_the_culler_stops_is_saved_first(
     hub: tuple[Host, Host, str], s3_endpoint: str
 ) -> None:
