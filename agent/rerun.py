@@ -21,6 +21,7 @@ at checkpoint time.
 from __future__ import annotations
 
 import ast
+import builtins
 import os
 import sys
 import time
@@ -181,9 +182,14 @@ def _replay(
     ns = shell.user_ns
     cells = [history.cells[i] for i in indexes]
     last: dict[str, int] = {}  # name -> index of the history's last writer (the final version)
+    first: dict[str, int] = {}  # name -> index of its first writer
     for cell in history.cells:
         for name in [*cell.writes, *cell.deletes]:
             last[name] = cell.index
+            first.setdefault(name, cell.index)
+    # Names that shadow a builtin only from a later cell on (`def len(...)`):
+    # an earlier cell ran with the builtin, and so must its rerun.
+    shadowing = {n for n in first if n in vars(builtins)}
     final = {**values, **modules}
     touched = {n for c in cells for n in [*c.writes, *c.deletes]}
     missing = object()
@@ -233,6 +239,11 @@ def _replay(
                     if cell.cwd and os.path.isdir(cell.cwd):
                         os.chdir(cell.cwd)
                     skip_defs = {n for n in loaded_defs if last.get(n) == cell.index}
+                    later = {
+                        n: ns.pop(n)
+                        for n in shadowing
+                        if first[n] > cell.index and n not in cell.reads and n in ns
+                    }
                     try:
                         code = compile(
                             _without_definitions(cell.source, skip_defs),
@@ -244,6 +255,8 @@ def _replay(
                     except Exception as exc:
                         errors.append(f"{label} raised {type(exc).__name__}: {exc}")
                         broken |= writes
+                    finally:
+                        ns.update(later)
                 clobbered |= writes & final.keys()
     finally:
         os.chdir(cwd)

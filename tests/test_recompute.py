@@ -429,6 +429,22 @@ def test_a_recomputed_value_that_cannot_be_stored_is_still_verified(
     assert got == 0 and source.value("len(wvd)") == 2
 
 
+def test_a_rerun_sees_the_builtins_its_cell_saw_not_later_shadows(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    """`len` and `sum` were builtins when the first cell ran; later cells bound
+    notebook names to them. The rerun of the first cell must use the builtins."""
+    _, b, store = dirs
+    source.run("import numpy as np\nbig = np.ones(4_000_000) * len([1, 2]) + sum([1, 2])")
+    source.run("def len(v):\n    return 7")
+    source.run("sum = 100")
+    ck = checkpoint(source, store, "--restore-weight 0.001")
+    assert ck["recomputed"] == ["big"], ck["plan"]
+    report, got = restore(b, store, "[float(big[0]), len([1]), sum]")
+    assert report["recomputed"] == ["big"] and report["differs"] == [], report
+    assert report["lost"] == [] and got == [5.0, 7, 100]
+
+
 def test_cells_that_cannot_be_replayed_are_recorded_as_unsafe(source: Kernel) -> None:
     source.run("import sqlite3")
     source.run("con = sqlite3.connect(':memory:')\nrows = 3")  # native I/O: no open() event
