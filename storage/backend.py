@@ -307,7 +307,14 @@ class Backend:
                 self.fs.pipe_file(path, bytes(data))
 
     def _write_local(self, path: str, parts: Parts, exclusive: bool) -> None:
+        """Write via a temp file, then link (exclusive) or rename it into place.
+
+        With fsync on, the file and its directory entry are made durable before
+        this returns (and the directory's own entry, when it was just made): a
+        manifest committed after its blobs must never outlive them in a power cut.
+        """
         directory = os.path.dirname(path)
+        made = not os.path.isdir(directory)
         os.makedirs(directory, exist_ok=True)
         tmp = f"{path}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
         try:
@@ -319,10 +326,12 @@ class Backend:
                     os.fsync(f.fileno())
             if exclusive:
                 os.link(tmp, path)  # atomic and fails when path exists
-                if self.fsync:
-                    _fsync_dir(directory)
             else:
                 os.replace(tmp, path)
+            if self.fsync:
+                _fsync_dir(directory)
+                if made:
+                    _fsync_dir(os.path.dirname(directory))
         finally:
             if os.path.lexists(tmp):
                 os.unlink(tmp)

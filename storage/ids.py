@@ -32,10 +32,16 @@ def _encode(value: int) -> str:
     return "".join(reversed(chars))
 
 
-def new_checkpoint_id(now_ms: int | None = None) -> str:
-    """A new id; ids made in one process are strictly increasing."""
+def new_checkpoint_id(now_ms: int | None = None, after: str = "") -> str:
+    """A new id; ids made in one process are strictly increasing, and each sorts
+    after `after` (the session's latest checkpoint) even if that one was made
+    on a host whose clock runs ahead of ours: `latest` is the newest by id.
+    Like a Lamport clock, the process's later ids then stay at least that far
+    ahead."""
     global _last
     ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if after:
+        ms = max(ms, _millis(after) + 1)
     with _lock:
         last_ms, last_rand = _last
         if ms <= last_ms:
@@ -63,10 +69,14 @@ def is_checkpoint_id(text: str) -> bool:
 
 def checkpoint_time(checkpoint_id: str) -> datetime:
     """The UTC creation time encoded in an id."""
+    return datetime.fromtimestamp(_millis(checkpoint_id) / 1000, tz=timezone.utc)
+
+
+def _millis(checkpoint_id: str) -> int:
     value = 0
     for c in checkpoint_id[:10]:
         value = (value << 5) | _DECODE[c]
-    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    return value
 
 
 def validate_session_id(session_id: str) -> str:

@@ -315,7 +315,12 @@ class Store:
         validate_session_id(session_id)
         self.backend.prepare_write()
         parent_manifest = self._parent_manifest(session_id, parent)
-        checkpoint_id = new_checkpoint_id()
+        if parent == "latest":  # ids sort by time, and `latest` is the last by id
+            newest = parent_manifest.checkpoint_id if parent_manifest else ""
+        else:
+            ref = self.latest(session_id)
+            newest = ref.checkpoint_id if ref else ""
+        checkpoint_id = new_checkpoint_id(after=newest)
         manifest = pb.Manifest(
             checkpoint_id=checkpoint_id,
             session_id=session_id,

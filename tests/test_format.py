@@ -21,7 +21,10 @@ from nbferry.storage.signing import SigningKey, load_signing_key
 from nbferry.v1 import manifest_pb2 as pb
 
 
-def test_ids_are_unique_sorted_and_carry_time() -> None:
+def test_ids_are_unique_sorted_and_carry_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbferry.storage import ids as ids_module
+
+    monkeypatch.setattr(ids_module, "_last", ids_module._last)  # ids below go an hour ahead
     ids = [new_checkpoint_id() for _ in range(2000)]
     assert len(set(ids)) == 2000 and ids == sorted(ids)
     assert all(is_checkpoint_id(i) for i in ids)
@@ -29,6 +32,9 @@ def test_ids_are_unique_sorted_and_carry_time() -> None:
     assert abs((checkpoint_time(ids[-1]) - now).total_seconds()) < 5
     # A clock that steps back does not make ids go backwards.
     assert new_checkpoint_id(now_ms=1_000_000_000_000) > ids[-1]
+    # An id from a host whose clock is ahead: the next one still sorts after it.
+    ahead = new_checkpoint_id(now_ms=int(now.timestamp() * 1000) + 3_600_000)
+    assert new_checkpoint_id(after=ahead) > ahead
     assert normalize_id_prefix(" 01abc ") == "01ABC"
     for bad in ("", "01L", "x" * 27, "01-2"):
         with pytest.raises(ValueError):

@@ -472,3 +472,32 @@ def test_manifest_records_what_was_written(store):
     # Unverified reads (listing, showing) give the same manifest.
     assert store.read_manifest(ref, verify=False) == store.read_manifest(ref)
     assert store.signature_status(ref) == "verified"
+
+
+def test_latest_is_the_newest_checkpoint_even_after_a_host_whose_clock_ran_ahead(
+    store, monkeypatch
+):
+    """A session moves from a host whose clock is an hour ahead to this one: the
+    checkpoint written here must still be the session's latest (ids sort by
+    time, and `latest` is the last id), so it is made to sort after its parent."""
+    import time as real_time
+
+    from nbferry.storage import ids
+
+    class AheadClock:
+        @staticmethod
+        def time() -> float:
+            return real_time.time() + 3600
+
+    monkeypatch.setattr(ids, "_last", ids._last)  # put back after the test
+    monkeypatch.setattr(ids, "time", AheadClock)
+    ahead = store.write_checkpoint("s", [to_pod("x", 1)])
+    monkeypatch.setattr(ids, "time", real_time)
+    ids._last = (0, 0)  # this host's process has made no id yet
+    here = store.write_checkpoint("s", [to_pod("x", 2)])
+    assert here.parent_checkpoint_id == ahead.checkpoint_id
+    assert here.checkpoint_id > ahead.checkpoint_id
+    assert store.latest("s").checkpoint_id == here.checkpoint_id
+    # Without a parent too: a new chain in the session still sorts last.
+    fresh = store.write_checkpoint("s", [to_pod("x", 3)], parent=None)
+    assert store.latest("s").checkpoint_id == fresh.checkpoint_id
