@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -142,12 +141,12 @@ class Autosave:
         self.executing = 0
         self.notice = ""  # shown in the first cell's output (restore=ask, or what auto did)
         self.saved = 0
+        self.saved_in_cell = False  # a checkpoint of our store and session ran in this cell
         self.last_error = ""
         self._started = 0.0
         shell.events.register("pre_execute", self._pre)
         shell.events.register("post_execute", self._post)
         shell.events.register("pre_run_cell", self._show_notice)
-        shell.events.register("post_run_cell", self._after_cell)
 
     # -- cell hooks (main thread) --------------------------------------------
 
@@ -159,27 +158,14 @@ class Autosave:
         self.executing = max(0, self.executing - 1)
         if self.saving:
             return
+        if self.saved_in_cell:  # `%nbferry checkpoint`: this cell's state is saved
+            self.saved_in_cell = False
+            self.cells_since, self.last = 0, time.monotonic()
+            return
         self.cells_since += 1
         ran = time.monotonic() - self._started
         if self.schedule.after and ran >= self.schedule.after and self.loop is not None:
             self.loop.add_callback(self._save, f"after a {ran:.0f} s cell")
-
-    def _after_cell(self, result: Any) -> None:
-        """A cell that ended in `%nbferry checkpoint` saved everything so far: the idle
-        timer must not save the same state again (nor count that cell as new work)."""
-        info = getattr(result, "info", None)
-        if self.saving or not getattr(result, "success", False) or info is None:
-            return
-        lines = [
-            line
-            for line in (getattr(info, "raw_cell", "") or "").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
-        # With --store or --session it went elsewhere: the schedule's own still is due.
-        last = lines[-1] if lines else ""
-        if _CHECKPOINT_MAGIC.match(last) and "--store" not in last and "--session" not in last:
-            self.cells_since = 0
-            self.last = time.monotonic()
 
     def _show_notice(self, *args: Any) -> None:
         if self.notice:
@@ -308,10 +294,25 @@ class Autosave:
             log.warning("%s", self.notice)
 
 
-# `%nbferry checkpoint ...` or `r = %nbferry checkpoint ...` (a cell's last line).
-_CHECKPOINT_MAGIC = re.compile(r"\s*(?:[A-Za-z_]\w*\s*=\s*)?%nbferry\s+checkpoint\b")
-
 _autosave: Autosave | None = None
+
+
+def checkpoint_written(store_url: str, session_id: str) -> None:
+    """Called after every checkpoint (magic, gRPC, or ours): one of the scheduled
+    store and session saved everything so far, so the idle timer must not save
+    the same state again, nor count the cell that ran it as new work."""
+    saver = _autosave
+    if saver is None or saver.saving:
+        return
+    from nbferry.agent.session import default_session_id
+    from nbferry.storage import open_store
+
+    if session_id != default_session_id(saver.shell.user_ns) or store_url != open_store(None).url:
+        return  # saved elsewhere: the schedule's own checkpoint is still due
+    if saver.executing:
+        saver.saved_in_cell = True  # _post resets the count once the cell ends
+    else:  # between cells (over gRPC)
+        saver.cells_since, saver.last = 0, time.monotonic()
 
 
 def start(shell: Any) -> Autosave | None:
@@ -337,7 +338,6 @@ def stop(shell: Any) -> None:
             ("pre_execute", _autosave._pre),
             ("post_execute", _autosave._post),
             ("pre_run_cell", _autosave._show_notice),
-            ("post_run_cell", _autosave._after_cell),
         ):
             shell.events.unregister(event, fn)
         _autosave = None

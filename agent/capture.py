@@ -17,7 +17,7 @@ from typing import Any
 
 import blake3
 
-from nbferry.agent import pickling, planning
+from nbferry.agent import autosave, pickling, planning
 from nbferry.agent.covariables import group
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import (
@@ -419,6 +419,7 @@ def checkpoint(
         progress=progress,
     )
     observe(store, written=result.raw_bytes, seconds=result.seconds)
+    autosave.checkpoint_written(store.url, session_id)
     sizes = {}
     for pod in result.manifest.pods:
         buffers = [pod.header, *pod.buffers]

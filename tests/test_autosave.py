@@ -156,3 +156,22 @@ def test_a_manual_checkpoint_is_not_saved_again_by_the_idle_timer(tmp_path: Path
             assert time.monotonic() < deadline, "the idle timer did not save the new cell"
             time.sleep(0.3)
         assert store.read_manifest(refs[-1]).message.endswith("idle timer")
+
+
+def test_a_checkpoint_over_grpc_is_not_saved_again_by_the_idle_timer(tmp_path: Path) -> None:
+    env, work, runtime = _notebook_kernel_env(tmp_path)
+    env["NBFERRY_CHECKPOINT_EVERY"] = "0.15"  # 9 s after the agent started, if a cell ran
+    store = open_store(env["NBFERRY_STORE"])
+    with Kernel(work, env, runtime_dir=runtime) as k:
+        started = time.monotonic()
+        k.run("z = 3")
+        cli = subprocess.run(
+            [str(Path(sys.executable).with_name("nbferry")), "checkpoint",
+             "--kernel", k.kernel_id, "-m", "over grpc"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert time.monotonic() - started < 8, "too slow to test the timer"
+        time.sleep(max(0.0, started + 11 - time.monotonic()))  # the timer's first period
+        messages = [store.read_manifest(r).message for r in store.list_checkpoints()]
+        assert messages == ["over grpc"], messages
