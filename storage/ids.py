@@ -33,15 +33,19 @@ def _encode(value: int) -> str:
 
 
 def new_checkpoint_id(now_ms: int | None = None, after: str = "") -> str:
-    """A new id; ids made in one process are strictly increasing, and each sorts
-    after `after` (the session's latest checkpoint) even if that one was made
-    on a host whose clock runs ahead of ours: `latest` is the newest by id.
-    Like a Lamport clock, the process's later ids then stay at least that far
-    ahead."""
+    """A new id; ids made in one process are strictly increasing.
+
+    It also sorts after `after` (its session's latest checkpoint) when that
+    one comes from a host whose clock runs ahead: `latest` is the last id, and
+    must be the checkpoint written last. Only this session's id moves ahead
+    (retention then keeps it as a checkpoint from the future until our clock
+    passes it); the process's other ids keep this host's time.
+    """
     global _last
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    if after:
-        ms = max(ms, _millis(after) + 1)
+    if after and _millis(after) >= ms:
+        rand = int.from_bytes(os.urandom(10), "big")
+        return _encode(((_millis(after) + 1) << 80) | rand)
     with _lock:
         last_ms, last_rand = _last
         if ms <= last_ms:

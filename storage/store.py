@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import blake3
+import zstandard
 
 from nbferry.storage import chunks as ck
 from nbferry.storage import nbferry_version
@@ -126,7 +127,6 @@ class _Chunk:
     hash: bytes = b""
     ref: pb.ChunkRef | None = None
     uses: list[pb.ChunkRef] = field(default_factory=list)  # manifest refs to fill in
-    suspect: bool = False  # its blob exists, but not at the size the parent recorded
 
 
 class Store:
@@ -434,9 +434,8 @@ class Store:
         big: list[_Chunk] = []
         small: list[_Chunk] = []
         with ThreadPoolExecutor(self.workers) as pool:
-            known, suspect = self._still_stored(pool, {h: known[h] for h in table if h in known})
+            known = self._still_stored({h: known[h] for h in table if h in known})
             for chunk in table.values():
-                chunk.suspect = chunk.hash in suspect
                 if chunk.hash in known:
                     chunk.ref = known[chunk.hash]
                     stats.reused_raw_bytes += len(chunk.view) * len(chunk.uses)
@@ -464,59 +463,32 @@ class Store:
             stats.stored_bytes += chunk.ref.stored_size
         return stats
 
-    def _still_stored(
-        self, pool: ThreadPoolExecutor, known: dict[bytes, pb.ChunkRef]
-    ) -> tuple[dict[bytes, pb.ChunkRef], set[bytes]]:
-        """The parent's refs whose objects are still there, at the size it recorded
-        (a pack: at least as long, and not marked damaged by a reader); and the
-        hashes of blobs that exist at another size (truncated, say).
+    def _still_stored(self, known: dict[bytes, pb.ChunkRef]) -> dict[bytes, pb.ChunkRef]:
+        """The parent's refs, minus those into objects a reader found damaged or
+        missing (see _flag): their chunks are stored again.
 
         A parent manifest proves its objects were stored, not that they still
-        are: trusting one that was lost (or moved aside as damaged) would make
-        every later checkpoint of the session unreadable. One size query per
-        distinct object, in the pool; the chunks of the others are stored again.
+        are: trusting one that was lost or damaged would make every later
+        checkpoint of the session unreadable. One LIST of damaged/ (usually
+        empty) rather than a size query per object.
         """
-        need: dict[str, int] = {}  # object key -> bytes it must have
-        for ref in known.values():
-            key = _location(ref)
-            end = ref.offset + ref.stored_size if ref.pack else ref.stored_size
-            need[key] = max(need.get(key, 0), end)
-        sizes = dict(zip(need, pool.map(self.backend.size, need), strict=True))
-        marked = self._marked_packs() if any(r.pack for r in known.values()) else set()
-        kept: dict[bytes, pb.ChunkRef] = {}
-        suspect: set[bytes] = set()
-        for h, ref in known.items():
-            key = _location(ref)
-            size = sizes[key]
-            if ref.pack:
-                if size is not None and size >= need[key] and key not in marked:
-                    kept[h] = ref
-            elif size == need[key]:
-                kept[h] = ref
-            elif size is not None:
-                suspect.add(h)
-        return kept, suspect
-
-    def _marked_packs(self) -> set[str]:
-        """Packs a reader found a damaged chunk in (see _quarantine)."""
-        return {k.split("/", 2)[2] for k in self.backend.list(DAMAGED) if k.count("/") >= 3}
+        if not known:
+            return known
+        flagged = {k.split("/", 2)[2] for k in self.backend.list(DAMAGED) if k.count("/") >= 3}
+        return {h: ref for h, ref in known.items() if _location(ref) not in flagged}
 
     def _store_big(self, chunk: _Chunk) -> int:
         """Upload one big chunk as its own blob unless it is there; returns bytes uploaded.
 
-        An existing blob is trusted (reads verify it, and move it aside if it is
-        damaged) unless it is suspect: then it is kept only if it has the size
-        this chunk encodes to.
+        An existing blob is trusted: reads verify it, and move it aside if it is
+        damaged, so that the next writer stores it again.
         """
         key = _blob_key(chunk.hash)
         size = self.backend.size(key)
-        if size is not None and not chunk.suspect:
+        if size is not None:
             chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
             return 0
         codec, payload = ck.encode(chunk.view)
-        if size == 1 + len(payload):
-            chunk.ref = pb.ChunkRef(stored_size=size, codec=pb.CODEC_UNSPECIFIED)
-            return 0
         self.backend.put(key, [bytes([codec]), payload])
         chunk.ref = pb.ChunkRef(stored_size=1 + len(payload), codec=codec)
         return chunk.ref.stored_size
@@ -763,10 +735,14 @@ class Store:
         stays where it is (other checkpoints may use its intact chunks); a
         marker under the same name stops writers reusing it. A pack whose bytes
         still hash to its name is intact (the manifest is wrong) and is left
-        alone. Best effort: on a read-only store the caller's error is enough.
+        alone, and so is a blob that is intact when read again (another reader
+        moved the damaged one and a writer stored it again meanwhile). Best
+        effort: on a read-only store the caller's error is enough.
         """
         target = f"{DAMAGED}/{trash_run_name()}/{key}"
         try:
+            if key.startswith("blobs/") and _intact_blob(self.backend.get(where), key):
+                return "The blob under that key is intact now (stored again meanwhile)."
             if key.startswith("packs/"):
                 data = self.backend.get(where)
                 if blake3.blake3(data).hexdigest() == key.rsplit("/", 1)[-1]:
@@ -780,6 +756,9 @@ class Store:
         return f"It was moved aside to {self.url}/{target}."
 
     def _missing(self, manifest: pb.Manifest, key: str, desc: str) -> CorruptCheckpointError:
+        # A marker, as for a damaged pack: writers that would reuse it store it again.
+        with contextlib.suppress(StoreError, OSError):
+            self.backend.put(f"{DAMAGED}/{trash_run_name()}/{key}", [b"missing\n"])
         return CorruptCheckpointError(
             f"checkpoint {manifest.checkpoint_id} ({self.url}): {key} ({desc}) is missing from "
             "the store: it was deleted by hand or by a garbage collection, or moved aside as "
@@ -865,6 +844,23 @@ def _chunk_index(manifest: pb.Manifest | None) -> dict[bytes, pb.ChunkRef]:
         for ref in chunk_refs(manifest):
             index.setdefault(ref.hash, ref)
     return index
+
+
+def _intact_blob(data: bytes, key: str) -> bool:
+    """Whether a blob decodes to the content its key names (no manifest needed)."""
+    view = memoryview(data)
+    if not view.nbytes:
+        return False
+    try:
+        if view[0] == pb.CODEC_RAW:
+            raw: bytes | memoryview = view[1:]
+        elif view[0] == pb.CODEC_ZSTD:
+            raw = zstandard.ZstdDecompressor().decompress(view[1:])
+        else:
+            return False
+    except zstandard.ZstdError:
+        return False
+    return ck.chunk_hash(raw).hex() == key.rsplit("/", 1)[-1]
 
 
 def _undecodable(exc: ValueError, size: int, ref: pb.ChunkRef) -> str:

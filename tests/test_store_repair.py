@@ -102,16 +102,23 @@ def test_lost_pack_is_stored_again_by_the_next_checkpoint_of_the_session(env) ->
     reads_back(store, second.checkpoint_id)
 
 
-def test_truncated_blob_is_replaced_by_the_next_checkpoint_of_the_session(env) -> None:
-    """The parent's refs record each blob's size: a writer sees the truncation
-    before any read does."""
+def test_truncated_blobs_are_stored_again_by_the_next_checkpoint_of_the_session(env) -> None:
+    """Both blobs truncated: the reads that find them move them aside, and the
+    next checkpoint (whose parent lists them) stores them again."""
     store, raw = env
     first = store.write_checkpoint("s", pods())
-    for blob in keys(store, first.checkpoint_id, "blobs"):
+    blobs = keys(store, first.checkpoint_id, "blobs")
+    for blob in blobs:
         raw.truncate(blob, len(raw.get(blob)) // 2)
+    manifest = store.read_manifest(first.checkpoint_id)
+    for pod in ("big", "zbig"):  # one blob each
+        with pytest.raises(CorruptCheckpointError, match="truncated"):
+            store.read_pods(manifest, pod_ids=[pod])
+    stored = raw.keys()
+    assert not set(blobs) & set(stored)
     second = store.write_checkpoint("s", pods())
     assert second.parent_checkpoint_id == first.checkpoint_id
-    assert second.blobs_written == 2
+    assert second.blobs_written >= 2
     reads_back(store, second.checkpoint_id)
     reads_back(store, first.checkpoint_id)
 
@@ -275,3 +282,16 @@ def test_show_creates_no_signing_key(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "no signing key on this host" in out.stdout
     assert not home.exists() or not list(home.rglob("signing.key"))
+
+
+def test_a_blob_that_is_intact_when_read_again_is_not_moved_aside(env) -> None:
+    """Two readers find the same damaged blob; the first moves it and a writer
+    stores it again before the second gets to move it: the second must leave
+    the good blob alone (the race, played in order)."""
+    store, raw = env
+    first = store.write_checkpoint("s", pods())
+    blob = keys(store, first.checkpoint_id, "blobs")[0]
+    fate = store._quarantine(blob, blob)  # the second reader, after the re-upload
+    stored = raw.keys()
+    assert "intact" in fate and blob in stored
+    reads_back(store, first.checkpoint_id)
