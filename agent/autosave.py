@@ -307,7 +307,13 @@ def checkpoint_written(store_url: str, session_id: str) -> None:
     from nbferry.agent.session import default_session_id
     from nbferry.storage import open_store
 
-    if session_id != default_session_id(saver.shell.user_ns) or store_url != open_store(None).url:
+    try:  # bookkeeping: it must never fail the checkpoint that called it
+        ours = session_id == default_session_id(saver.shell.user_ns)
+        ours = ours and store_url == open_store(None).url
+    except Exception as exc:  # the scheduled store is misconfigured: its saves say so
+        log.debug("checkpoint_written: %s", exc)
+        return
+    if not ours:
         return  # saved elsewhere: the schedule's own checkpoint is still due
     if saver.executing:
         saver.saved_in_cell = True  # _post resets the count once the cell ends

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import os
 import sys
 import time
@@ -149,7 +150,11 @@ def _drop_definitions(body: list[ast.stmt], names: set[str]) -> None:
             if isinstance(stmt, ast.AnnAssign) and stmt.value is not None
             else []
         )
-        if targets and all(isinstance(t, ast.Name) and t.id in names for t in targets):
+        if (
+            targets
+            and all(isinstance(t, ast.Name) and t.id in names for t in targets)
+            and _makes_definition(stmt.value)
+        ):
             continue
         for block in ("body", "orelse", "finalbody"):
             if isinstance(stmt, (ast.If, ast.Try, ast.With)) and getattr(stmt, block, None):
@@ -158,6 +163,26 @@ def _drop_definitions(body: list[ast.stmt], names: set[str]) -> None:
             _drop_definitions(handler.body, names)
         kept.append(stmt)
     body[:] = kept or [ast.Pass()]
+
+
+# Calls that make a class (or a function) and do nothing else.
+_FACTORIES = frozenset(
+    {"namedtuple", "NamedTuple", "TypedDict", "Enum", "IntEnum", "StrEnum", "Flag", "IntFlag",
+     "type", "new_class", "make_dataclass", "NewType"}
+)  # fmt: skip
+
+
+def _makes_definition(value: ast.expr | None) -> bool:
+    """Whether an assignment's value only makes or names a definition, so that
+    leaving the statement out loses nothing else (`h = register(lambda: 1)`
+    also appends to a registry: it stays)."""
+    if isinstance(value, (ast.Lambda, ast.Name, ast.Attribute)):
+        return True
+    if isinstance(value, ast.Call):
+        func = value.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        return name in _FACTORIES
+    return False
 
 
 def _replay(
@@ -203,10 +228,10 @@ def _replay(
     reads = [set(c.reads) for c in cells]
     read = set().union(*reads)
     data = {n: v for n, v in values.items() if n not in loaded_defs and n in read}
-    # Loaded classes and functions stay themselves (pods refer to them), but
-    # their mutable state is lent as copies too: `C.items.append(x)`,
-    # `f.calls += 1` or a mutable default must not apply twice.
-    defs = {n: values[n] for n in loaded_defs}
+    # Loaded classes and functions the cells read stay themselves (pods refer to
+    # them), but their mutable data is lent as copies: `C.items.append(x)`,
+    # `f.calls += 1`, a mutable default or a closure's counter must not change twice.
+    defs = {n: values[n] for n in loaded_defs if n in read}
     owned = {n: _definition_state(v) for n, v in defs.items()}
     figures = _figures()
     cwd = os.getcwd()
@@ -214,10 +239,10 @@ def _replay(
     broken: set[str] = set()  # written by a cell that raised, or read from one
     errors: list[str] = []
     try:
-        lent = _isolated({**data, **{("def", n): state for n, state in owned.items()}})
-        for n in defs:
-            _set_definition_state(defs[n], lent.pop(("def", n)))
-        ns.update(lent)
+        ns.update(_isolated(data))
+        lent = _isolated({(n, k): v for n in defs for k, v in _lendable(defs[n], owned[n]).items()})
+        for (n, k), copy in lent.items():
+            _set_definition_state(defs[n], {k: copy}, exact=False)
         with capture_output(display=True):
             for pos, cell in enumerate(cells):
                 for name in [n for n in clobbered if last.get(n, -1) < cell.index]:
@@ -279,25 +304,46 @@ def _replay(
 _CLASS_FIXED = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__"})
 
 
-def _definition_state(obj: Any) -> dict[str, Any]:
-    """What code can change in place on a function or a class (by reference)."""
+def _definition_state(obj: Any) -> dict[Any, Any]:
+    """What code can change on a function or a class (by reference): a class's
+    attributes; a function's attributes, defaults and closure cells (("cell", i))."""
     if isinstance(obj, type):
         return {k: v for k, v in vars(obj).items() if k not in _CLASS_FIXED}
-    return {
+    state: dict[Any, Any] = {
         "__dict__": obj.__dict__,
         "__defaults__": obj.__defaults__,
         "__kwdefaults__": obj.__kwdefaults__,
     }
+    for i, cell in enumerate(obj.__closure__ or ()):
+        with contextlib.suppress(ValueError):  # an empty cell
+            state[("cell", i)] = cell.cell_contents
+    return state
 
 
-def _set_definition_state(obj: Any, state: dict[str, Any]) -> None:
-    """Make `obj`'s state exactly `state`: attributes added since are removed."""
-    current = vars(obj)
-    if isinstance(obj, type):
-        for name in [k for k in current if k not in state and k not in _CLASS_FIXED]:
+def _lendable(obj: Any, state: dict[Any, Any]) -> dict[Any, Any]:
+    """The data in a definition's state: what a rerun may change in place.
+
+    A class's methods, properties, classmethods and its own machinery (dunder
+    and abc names) are code, not data, and some of them cannot be copied.
+    """
+    if not isinstance(obj, type):
+        return state
+    return {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(("__", "_abc_")) and not callable(v) and not hasattr(type(v), "__get__")
+    }
+
+
+def _set_definition_state(obj: Any, state: dict[Any, Any], exact: bool = True) -> None:
+    """Set `obj`'s state to `state`; `exact`: also remove class attributes added since."""
+    if isinstance(obj, type) and exact:
+        for name in [k for k in vars(obj) if k not in state and k not in _CLASS_FIXED]:
             delattr(obj, name)
     for name, value in state.items():
-        if current.get(name, current) is not value:
+        if isinstance(name, tuple):  # ("cell", i)
+            obj.__closure__[name[1]].cell_contents = value
+        elif vars(obj).get(name, state) is not value:
             setattr(obj, name, value)
 
 

@@ -175,3 +175,17 @@ def test_a_checkpoint_over_grpc_is_not_saved_again_by_the_idle_timer(tmp_path: P
         time.sleep(max(0.0, started + 11 - time.monotonic()))  # the timer's first period
         messages = [store.read_manifest(r).message for r in store.list_checkpoints()]
         assert messages == ["over grpc"], messages
+
+
+def test_a_misconfigured_scheduled_store_never_fails_a_checkpoint_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """Autosave compares every checkpoint's store with its own; that comparison
+    must not fail a checkpoint to a good store when its own URL is unusable."""
+    env, work, runtime = _notebook_kernel_env(tmp_path)
+    env.update(NBFERRY_CHECKPOINT_EVERY="10", NBFERRY_STORE="nosuchproto://bucket/x")
+    good = (tmp_path / "good").as_uri()
+    with Kernel(work, env, runtime_dir=runtime) as k:
+        k.run(f"x = 1\nr = %nbferry checkpoint --store {good}")
+        assert k.value("r['store']") == good
+    assert len(open_store(good).list_checkpoints()) == 1

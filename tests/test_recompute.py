@@ -514,21 +514,31 @@ def test_reruns_never_change_loaded_classes_or_functions(
     copies of their state: a class attribute, a function attribute and a
     mutable default are each changed once, by the source, not again on restore."""
     _, b, store = dirs
-    source.run("import numpy as np")
-    source.run("class C:\n    n = 0\n    items = []")
+    source.run("import numpy as np\nfrom dataclasses import dataclass")
+    # A classmethod and a dataclass cannot be deep-copied: lending must skip them
+    # and still keep `a is b` for the rerun.
+    source.run(
+        "class C:\n    n = 0\n    items = []\n    @classmethod\n    def make(cls):\n"
+        "        return cls()\n\n@dataclass\nclass D:\n    x: int = 0"
+    )
     source.run("def f():\n    pass\nf.calls = 0")
     source.run("def add(x, acc=[]):\n    acc.append(x)\n    return acc")
+    source.run("def counter():\n    n = 0\n    def inc():\n        nonlocal n\n"
+               "        n += 1\n        return n\n    return inc\ninc = counter()")  # fmt: skip
+    source.run("a = [1]\nb = a\ndef keep(fn):\n    reg.append(fn)\n    return fn")
     source.run(
-        "C.n += 1; C.items.append('x'); C.added = 1; f.calls += 1; add(1)\n"
-        "big = np.zeros((20000, 5000))"
+        "C.n += 1; C.items.append('x'); C.added = 1; f.calls += 1; add(1); inc()\n"
+        "reg = []\nh = keep(lambda: 1)\n"  # h is a loaded function: the call must still run
+        "big = np.zeros((20000, 5000)) + (a is b) + len(reg)"
     )
-    ck = checkpoint(source, store)
+    ck = checkpoint(source, store, "--restore-weight 0.001")
     assert ck["recomputed"] == ["big"], ck["plan"]
-    expr = "[C.n, C.items, C.added, f.calls, add.__defaults__[0]]"
-    report, got = restore(b, store, f"[{expr}, big.shape]")
+    expr = "[C.n, C.items, C.added, f.calls, add.__defaults__[0], inc(), len(reg)]"
+    report, got = restore(b, store, f"[{expr}, big.shape, float(big[0, 0])]")
     assert report["recomputed"] == ["big"], report
     assert report["differs"] == [] and report["failed"] == []
-    assert got == [source.value(expr), [20000, 5000]] == [[1, ["x"], 1, 1, [1]], [20000, 5000]]
+    want = [[1, ["x"], 1, 1, [1], 2, 1], [20000, 5000], 2.0]
+    assert got == [source.value(expr), [20000, 5000], 2.0] == want
 
 
 def test_a_module_next_to_the_notebook_restores_from_another_directory(
