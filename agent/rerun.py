@@ -264,7 +264,7 @@ def _replay(
                     if cell.cwd and os.path.isdir(cell.cwd):
                         os.chdir(cell.cwd)
                     skip_defs = {n for n in loaded_defs if last.get(n) == cell.index}
-                    later = {
+                    hidden = {
                         n: ns.pop(n)
                         for n in shadowing
                         if first[n] > cell.index and n not in cell.reads and n in ns
@@ -281,7 +281,7 @@ def _replay(
                         errors.append(f"{label} raised {type(exc).__name__}: {exc}")
                         broken |= writes
                     finally:
-                        ns.update(later)
+                        ns.update(hidden)
                 clobbered |= writes & final.keys()
     finally:
         os.chdir(cwd)

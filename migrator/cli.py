@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from nbferry.agent.report import human_size
 from nbferry.migrator.errors import KernelError
 from nbferry.storage import StoreError, default_store_url, nbferry_version, parse_options
+from nbferry.storage.location import file_url
 
 if TYPE_CHECKING:
     from nbferry.storage import CheckpointRef, Store
@@ -37,9 +38,8 @@ def store_url(text: str) -> str:
     A relative path (or file: URL) means a folder below the caller's working
     directory, but it is used by a kernel or migrator that runs in another one;
     so every local form fsspec accepts (a plain path, ~/x, file:x, file://x,
-    file:///x, local://x) becomes file:// + an absolute posix path, built like
-    default_store_url builds one (no percent-encoding: store URLs are read as
-    fsspec reads them). Other URLs (s3://, memory://, chained a::b) are kept.
+    file:///x, local://x) becomes file:// + an absolute posix path (file_url,
+    as for the default store). Other URLs (s3://, memory://, chained a::b) are kept.
     """
     if "::" in text:
         return text
@@ -52,8 +52,7 @@ def store_url(text: str) -> str:
         path = text[5:]  # file:/abs or file:rel, which fsspec reads as local paths too
     else:
         path = text
-    absolute = Path(os.path.abspath(os.path.expanduser(path)))
-    return f"file://{absolute.as_posix()}"
+    return file_url(Path(os.path.abspath(os.path.expanduser(path))))
 
 
 def is_local_store(url: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 ENV_STORE = "NBFERRY_STORE"
@@ -16,9 +17,16 @@ def default_store_url() -> str:
         return url
     import platformdirs  # ~4 ms; most callers pass a URL
 
-    # Not Path.as_uri(): store URLs are read like fsspec reads them, with no
-    # percent-decoding, so "Application Support" must not become "%20".
-    return f"file://{(platformdirs.user_data_path('nbferry') / 'store').as_posix()}"
+    return file_url(platformdirs.user_data_path("nbferry") / "store")
+
+
+def file_url(path: Path) -> str:
+    """The store URL of a local folder given by an absolute path.
+
+    Not Path.as_uri(): store URLs are read like fsspec reads them, with no
+    percent-decoding, so "Application Support" must not become "%20".
+    """
+    return f"file://{path.as_posix()}"
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -739,7 +739,7 @@ class Store:
         moved the damaged one and a writer stored it again meanwhile). Best
         effort: on a read-only store the caller's error is enough.
         """
-        target = f"{DAMAGED}/{trash_run_name()}/{key}"
+        target = _damaged_key(key)
         try:
             if key.startswith("blobs/") and _intact_blob(self.backend.get(where), key):
                 return "The blob under that key is intact now (stored again meanwhile)."
@@ -758,7 +758,7 @@ class Store:
     def _missing(self, manifest: pb.Manifest, key: str, desc: str) -> CorruptCheckpointError:
         # A marker, as for a damaged pack: writers that would reuse it store it again.
         with contextlib.suppress(StoreError, OSError):
-            self.backend.put(f"{DAMAGED}/{trash_run_name()}/{key}", [b"missing\n"])
+            self.backend.put(_damaged_key(key), [b"missing\n"])
         return CorruptCheckpointError(
             f"checkpoint {manifest.checkpoint_id} ({self.url}): {key} ({desc}) is missing from "
             "the store: it was deleted by hand or by a garbage collection, or moved aside as "
@@ -844,6 +844,11 @@ def _chunk_index(manifest: pb.Manifest | None) -> dict[bytes, pb.ChunkRef]:
         for ref in chunk_refs(manifest):
             index.setdefault(ref.hash, ref)
     return index
+
+
+def _damaged_key(key: str) -> str:
+    """Where a reader moves a damaged blob, or marks a damaged pack or a missing object."""
+    return f"{DAMAGED}/{trash_run_name()}/{key}"
 
 
 def _intact_blob(data: bytes, key: str) -> bool:
