@@ -414,20 +414,21 @@ def compare(
     src: Any, dst: Any, src_fp: dict[str, Any], dst_fp: dict[str, Any], reported: set[str]
 ) -> dict[str, Any]:
     """Classify every source variable as equal, equal by value, reported or unreported."""
-    equal, by_value, rep, bad, unchecked = [], [], [], [], []
-    differ = []
+    equal, by_value, rep, bad = [], [], [], []
+    differ = []  # compared by the second digest: fingerprints differ, or one has none
     for name, row in src_fp.items():
         got = dst_fp.get(name)
-        if row["fp"] is None:
-            unchecked.append(name)
-        elif got is not None and got["fp"] == row["fp"]:
+        if got is None:
+            if name in reported:
+                rep.append(name)
+            else:
+                bad.append({"name": name, "type": row["type"], "why": "missing in the target"})
+        elif row["fp"] is not None and got["fp"] == row["fp"]:
             equal.append(name)
-        elif got is not None and got["fp"] is not None:
-            differ.append(name)
-        elif name in reported:
-            rep.append(name)
         else:
-            bad.append({"name": name, "type": row["type"], "why": "missing in the target"})
+            # No fingerprint (matplotlib objects are Unstable by design) or a
+            # different one: only the value digest can tell equal from not.
+            differ.append(name)
     if differ:
         a = src.value(f"{P}.semantic({differ!r})", timeout=600)
         b = dst.value(f"{P}.semantic({differ!r})", timeout=600)
@@ -459,7 +460,6 @@ def compare(
         "equal_by_value": by_value,
         "reported": rep,
         "unreported": bad,
-        "unchecked": unchecked,
         "extra_in_target": sorted(set(dst_fp) - set(src_fp)),
     }
 
@@ -874,13 +874,12 @@ def render_notebook(res: dict[str, Any], s: dict[str, Any]) -> str:
         c = s["rows"][method]["check"]
         if c["equal_by_value"]:
             out.append(
-                f"{LABELS[method]}: equal by value only (fingerprints differ): "
+                f"{LABELS[method]}: equal by value only (fingerprints differ, or matplotlib "
+                f"objects have none): "
                 f"{', '.join(c['equal_by_value'])}."
             )
         if c["reported"]:
             out.append(f"{LABELS[method]}: reported: {', '.join(c['reported'])}.")
-        if c["unchecked"]:
-            out.append(f"{LABELS[method]}: no fingerprint in the source: {c['unchecked']}.")
         for bad in c["unreported"]:
             out.append(
                 f"**{LABELS[method]}: MISMATCH {bad['name']} ({bad['type']}): {bad['why']}**"
