@@ -43,13 +43,19 @@ from traitlets import Bool, Enum, Float, Unicode
 
 from nbferry.agent.autosave import ENV_AFTER, ENV_EVERY, ENV_KEEP, ENV_RESTORE, Schedule
 from nbferry.agent.session import ENV_ROOT
+from nbferry.migrator.cli import store_url
 
 
 class NbferryExtension(ExtensionApp):
     name = "nbferry"
     load_other_extensions = True
 
-    store = Unicode("", config=True, help="store URL (default: $NBFERRY_STORE, else a folder)")
+    store = Unicode(
+        "",
+        config=True,
+        help="store URL (default: $NBFERRY_STORE, else a folder); a relative path is a "
+        "folder below the server's working directory",
+    )
     restore = Enum(
         ["off", "ask", "auto"],
         default_value="auto",
@@ -85,8 +91,11 @@ class NbferryExtension(ExtensionApp):
             ENV_AFTER: f"{self.checkpoint_after:g}",
             ENV_KEEP: self.keep,
         }
-        if self.store:
-            env["NBFERRY_STORE"] = self.store
+        store = self.store or os.environ.get("NBFERRY_STORE", "")
+        if store:
+            # Kernels run in their notebooks' folders: a relative store path would
+            # name a different folder for each. It means one below the server's cwd.
+            env["NBFERRY_STORE"] = store_url(store)
         self._check(env)
         os.environ.update(env)
         self.log.info(

@@ -199,6 +199,16 @@ def test_a_typo_in_a_setting_is_refused_when_the_server_starts(
     assert "restore=auto" not in log, log  # no longer claimed while nothing would restore
 
 
+def test_a_relative_store_is_a_folder_below_the_server_not_each_kernel(tmp_path: Path) -> None:
+    # Kernels start in their notebooks' folders and inherit NBFERRY_STORE: it must be absolute.
+    a = make_host(tmp_path / "A", "http://127.0.0.1:9")
+    prepare(a)
+    with jupyter_server(a, "sessions") as (_, proc):
+        stop(proc)
+    log = next(a.root.glob("server-*.log")).read_text()
+    assert f"kernels save to file://{a.work.as_posix()}/sessions;" in log, log
+
+
 def test_a_kernel_the_culler_stops_is_saved_first(
     hub: tuple[Host, Host, str], s3_endpoint: str
 ) -> None:
