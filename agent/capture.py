@@ -107,7 +107,11 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     for name, value in values.items():
         try:
             single[name] = pickling.encode(
-                {name: value}, definitions, views, _has_def([value]), process=process
+                {name: value},
+                definitions,
+                views,
+                _defines({name: value}, definitions),
+                process=process,
             )
         except Exception as exc:
             out.skipped.append(_skip(name, value, exc))
@@ -125,9 +129,10 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
     }
     for n, cycle in _definition_cycles({n: e.refers for n, e in single.items()}).items():
         links[n].add(("definition cycle", cycle))
+    out.notes += _copied_view_notes(single)
     groups = group(links)
     # Pods with definitions first: other pods refer to definitions by name.
-    groups.sort(key=lambda members: not _has_def([values[n] for n in members]))
+    groups.sort(key=lambda members: not _defines({n: values[n] for n in members}, definitions))
     for members in groups:
         _store_group(out, members, values, single, links, (definitions, views, process))
     _hash_pods(out)
@@ -182,7 +187,7 @@ def _store_group(
             together,
             definitions,
             views,
-            _has_def(together.values()),
+            _defines(together, definitions),
             leaves=False,
             dill=small,
             process=process,
@@ -232,9 +237,28 @@ def _hash_pods(out: Captured) -> None:
                 out.variables[name].fingerprint_seconds += out.variables[name].size / speed
 
 
-def _has_def(values: Any) -> bool:
-    """Whether a pod stores notebook definitions (by value, with cloudpickle)."""
-    return any(pickling.is_definition(v) for v in values)
+def _defines(values: dict[str, Any], definitions: dict[int, str]) -> bool:
+    """Whether a pod stores notebook definitions (by value, with cloudpickle).
+
+    Only under the definition's own name: an alias (`g` in `f = g = lambda x: x`)
+    refers to it by name like any other value, so that `g is f` after restore.
+    """
+    return any(definitions.get(id(v)) == n for n, v in values.items())
+
+
+def _copied_view_notes(single: dict[str, pickling.Encoded]) -> list[str]:
+    """Memoryviews stored over a copy of their buffer (a part of it, or a buffer only
+    dill stores: see pickling's _reduce_memoryview) that another variable reaches."""
+    notes = []
+    for name, enc in single.items():
+        for base in enc.copied:
+            sharing = sorted(n for n, e in single.items() if base in e.reached)
+            if sharing:
+                notes.append(
+                    f"{name} holds a memoryview over a buffer that {', '.join(sharing)} "
+                    "also holds; the view was stored over a copy, so they no longer share"
+                )
+    return notes
 
 
 def _add_pod(

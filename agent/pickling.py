@@ -291,6 +291,15 @@ def _rebuild_view(
     return view
 
 
+def _rebuild_memoryview(base: Any, fmt: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
+    """A memoryview over a restored base (or a bytearray copy), with its format and shape."""
+    view = memoryview(base)
+    if (view.format, view.shape) != (fmt, shape):
+        flat = view.cast("B")
+        view = flat.cast(fmt) if len(shape) == 1 else flat.cast(fmt, shape)
+    return view.toreadonly() if readonly and not view.readonly else view
+
+
 def _view_as(data: Any, dtype: Any) -> Any:
     """A datetime64/timedelta64 array from its int64 view (see `_datetimes_out_of_band`)."""
     return data.view(dtype)
@@ -424,6 +433,9 @@ class Encoded:
     # Memory the leaves' arrays use: links only to a variable that reaches it directly.
     leaf_arrays: dict[int, Any] = field(default_factory=dict)
     has_sets: bool = False  # reached a set or frozenset (see fingerprint(sets=...))
+    # Bases of memoryviews stored as copies, by id: another variable reaching one no
+    # longer shares it with the view after restore.
+    copied: dict[int, Any] = field(default_factory=dict)
     seconds: float = 0.0  # time spent pickling
     refers: set[str] = field(default_factory=set)  # definitions referred to by name
 
@@ -453,6 +465,8 @@ class _Tracking:
         self.actions: dict[type, int] = {}  # per type: what persistent_id does with it
         self.has_sets = False
         self.refers: set[str] = set()
+        self.copied: dict[int, Any] = {}
+        self.memoryview_bases = True  # dill, the last resort, copies views instead
 
     def _action(self, cls: type) -> int:
         if cls is set:
@@ -501,6 +515,8 @@ class _Tracking:
             args = (anchor, offset, obj.shape, obj.strides, obj.dtype)
             # The flag only when it is off, so most pickles still load in older versions.
             return _rebuild_view, args if obj.flags.writeable else (*args, False)
+        if type(obj) is memoryview:
+            return self._reduce_memoryview(obj)
         if self.np is None:
             return NotImplemented
         if type(obj) is self.np.ndarray:
@@ -522,6 +538,44 @@ class _Tracking:
             self.leaf_arrays.update(leaf.arrays)
             return _load_leaf, (sink.getvalue(), *buffers)
         return NotImplemented
+
+    def _reduce_memoryview(self, view: memoryview) -> Any:
+        """Plain pickle has no memoryview, and dill's comes back as bytes.
+
+        A view of its whole base is rebuilt over the base, pickled with it (so a
+        base that is another variable stays shared when they are stored together).
+        A part of a base, or a strided view, is rebuilt over a bytearray copy of
+        its bytes: pure Python sees no address to find the part in the base by.
+        Either way with the view's format, shape and readonly flag."""
+        try:
+            base = view.obj
+        except ValueError:  # released
+            return NotImplemented
+        fmt, shape = view.format, view.shape
+        if self.memoryview_bases and view.c_contiguous:
+            with memoryview(base) as whole:
+                if (
+                    whole.c_contiguous
+                    and whole.nbytes == view.nbytes
+                    and ((whole.format, whole.shape) == (fmt, shape) or _castable(view))
+                ):
+                    return _rebuild_memoryview, (base, fmt, shape, view.readonly)
+        if not _castable(view):
+            return NotImplemented
+        self.copied[id(base)] = base
+        return _rebuild_memoryview, (bytearray(view), fmt, shape, view.readonly)
+
+
+def _castable(view: memoryview) -> bool:
+    """Whether memoryview.cast can give a byte view this format and shape
+    (native single-character formats; no zero in a shape of more than one dimension)."""
+    if 0 in view.shape and view.ndim != 1:
+        return False
+    try:
+        memoryview(bytearray(view.itemsize)).cast(view.format)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 # What persistent_id does with an object of a type (decided once per type and pickler).
@@ -657,6 +711,7 @@ def _dump(
         pickler.leaf_arrays,
         pickler.has_sets,
         refers=pickler.refers,
+        copied=pickler.copied,
     )
 
 
@@ -701,7 +756,8 @@ def _encode(
     if plain is not None:
         reached, has_sets = plain
         return Encoded(pickle.dumps(value, protocol=5), [], "pickle", reached, has_sets=has_sets)
-    own = {id(v) for v in value.values()} if by_value else set()
+    # By value only under its own name: an alias (`g = f`) refers to the definition.
+    own = {id(v) for n, v in value.items() if definitions.get(id(v)) == n} if by_value else set()
     first_error: Exception | None = None
     attempts = [_cloud_pickler_class()] if by_value else [_StdPickler, _cloud_pickler_class()]
     for cls in attempts:
@@ -748,6 +804,7 @@ def _dill_dump(
     sink = io.BytesIO()
     pickler = _dill_pickler_class()(sink, protocol=5)
     pickler._setup(definitions, views, own, False, process)
+    pickler.memoryview_bases = False  # a base no other serializer could store
     pickler.dump(value)
     return Encoded(
         sink.getvalue(),
@@ -756,6 +813,7 @@ def _dill_dump(
         pickler.reached,
         has_sets=pickler.has_sets,
         refers=pickler.refers,
+        copied=pickler.copied,
     )
 
 

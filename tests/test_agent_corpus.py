@@ -269,6 +269,10 @@ def big_array_uploaded(run: Run) -> None:
 # -- the corpus -----------------------------------------------------------------------
 
 
+def _note_says(run: Run, *words: str) -> None:
+    assert any(all(w in note for w in words) for note in run.ck["notes"]), run.ck["notes"]
+
+
 def _stored_with(run: Run, name: str, serializer: str) -> None:
     by_name = {v["name"]: v for v in run.ck["stored"]}
     assert by_name[name]["serializer"] == serializer, by_name[name]
@@ -522,6 +526,54 @@ NOTEBOOKS = [
                 in_target("assert memo.__defaults__[0] is cache"),
             )
         ],
+    ),
+    Notebook(
+        "lambda_aliases",
+        [
+            """
+            f = g = lambda x: x + 1
+            h = [f, f]
+            def named(x):
+                return 2 * x
+            other = named
+            """,
+        ],
+        # Only the first name is the definition (stored by value); the others load it.
+        checks="""
+            assert f is g and h[0] is f and h[1] is f, "an alias must stay the same function"
+            assert other is named and f(1) == 2 and other(2) == 4 and g.__name__ == "<lambda>"
+        """,
+        same_next="[g(1), h[1](2), other(3)]",
+    ),
+    Notebook(
+        "memoryviews",
+        [
+            """
+            import numpy as np
+            buf = bytearray(b"abc")
+            mv = memoryview(buf)
+            arr = np.arange(6.0)
+            mva = memoryview(arr)
+            grid = memoryview(bytearray(range(48))).cast("d", (2, 3))
+            ro = memoryview(b"const")
+            part = memoryview(buf)[1:]
+            """,
+        ],
+        checks="""
+            assert type(mv) is memoryview and mv.obj is buf and not mv.readonly
+            mv[0] = ord("x")
+            assert buf == b"xbc", "writing through the view must change its base"
+            assert mva.obj is arr and (mva.format, mva.shape) == ("d", (6,))
+            mva[5] = -1.0
+            assert arr[5] == -1.0
+            assert (grid.format, grid.shape) == ("d", (2, 3)) and not grid.readonly
+            assert grid.tobytes() == bytes(range(48))
+            assert type(ro) is memoryview and ro.readonly and ro.tobytes() == b"const"
+            # A part of a buffer is stored over a copy (the checkpoint's notes say so).
+            assert type(part) is memoryview and part.tobytes() == b"bc" and not part.readonly
+        """,
+        same_next="[mv.tolist(), mva.tolist(), grid.tolist(), ro.tolist(), part.tolist()]",
+        extra=lambda run: _note_says(run, "part", "no longer share"),
     ),
     Notebook(
         "closures",
