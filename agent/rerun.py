@@ -124,8 +124,8 @@ def recompute(
 
 def _without_definitions(source: str, names: set[str]) -> str | ast.Module:
     """The cell minus the statements that made loaded definitions: `def`,
-    `class` and `Name = ...` (a namedtuple, an Enum, a `type(...)` call), also
-    inside `if`/`try`/`with` blocks.
+    `class` and `Name = ...` (a namedtuple, an Enum, a `type(...)` call, also
+    unpacked from a tuple), also inside `if`/`try`/`with`/`match` blocks.
 
     Objects the rerun makes must be instances of the loaded classes (the ones
     stored pods refer to), not of a second copy of each class.
@@ -150,17 +150,17 @@ def _drop_definitions(body: list[ast.stmt], names: set[str]) -> None:
             if isinstance(stmt, ast.AnnAssign) and stmt.value is not None
             else []
         )
-        if (
-            targets
-            and all(isinstance(t, ast.Name) and t.id in names for t in targets)
-            and _makes_definition(stmt.value)
-        ):
+        if targets and all(_only_defines(t, stmt.value, names) for t in targets):
             continue
+        # Blocks that run once. A loop's body may make a new definition per
+        # iteration that the loop itself uses, so loops are rerun as they are.
         for block in ("body", "orelse", "finalbody"):
             if isinstance(stmt, (ast.If, ast.Try, ast.With)) and getattr(stmt, block, None):
                 _drop_definitions(getattr(stmt, block), names)
         for handler in getattr(stmt, "handlers", []) if isinstance(stmt, ast.Try) else []:
             _drop_definitions(handler.body, names)
+        for case in stmt.cases if isinstance(stmt, ast.Match) else []:
+            _drop_definitions(case.body, names)
         kept.append(stmt)
     body[:] = kept or [ast.Pass()]
 
@@ -170,6 +170,18 @@ _FACTORIES = frozenset(
     {"namedtuple", "NamedTuple", "TypedDict", "Enum", "IntEnum", "StrEnum", "Flag", "IntFlag",
      "type", "new_class", "make_dataclass", "NewType"}
 )  # fmt: skip
+
+
+def _only_defines(target: ast.expr, value: ast.expr | None, names: set[str]) -> bool:
+    """Whether `target = value` only binds loaded names to new definitions:
+    `Point = namedtuple(...)`, also unpacked (`P, C = namedtuple(...), Enum(...)`)."""
+    if isinstance(target, ast.Name):
+        return target.id in names and _makes_definition(value)
+    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)):
+        return len(target.elts) == len(value.elts) and all(
+            _only_defines(t, v, names) for t, v in zip(target.elts, value.elts, strict=True)
+        )
+    return False
 
 
 def _makes_definition(value: ast.expr | None) -> bool:

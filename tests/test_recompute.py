@@ -377,8 +377,9 @@ def test_recomputed_instances_keep_the_loaded_class(
 def test_recomputed_values_keep_classes_made_by_assignment_or_in_blocks(
     source: Kernel, dirs: tuple[Path, Path, str]
 ) -> None:
-    """A namedtuple, a functional Enum and a class defined inside `try` are
-    loaded; rerunning their cell to remake `big` must not make them again."""
+    """A namedtuple, a functional Enum, a pair of them unpacked, and classes
+    defined inside `try` and `match` are loaded; rerunning their cell to remake
+    `big` must not make them again."""
     _, b, store = dirs
     source.run(
         code("""
@@ -387,22 +388,30 @@ def test_recomputed_values_keep_classes_made_by_assignment_or_in_blocks(
         import numpy as np
         Point = namedtuple("Point", "x y")
         Color = enum.Enum("Color", "R G")
+        Pair, Size = namedtuple("Pair", "a b"), enum.Enum("Size", "S L")
         try:
             class Box:
                 pass
         except Exception:
             pass
-        big = (np.ones(4_000_000), Point(1, 2), Color.R, Box())
+        match len(Point._fields):
+            case 2:
+                class Crate:
+                    pass
+        big = (np.ones(4_000_000), Point(1, 2), Color.R, Box(), Pair(3, 4), Size.L, Crate())
         """)
     )
     ck = checkpoint(source, store, "--restore-weight 0.001")
     assert ck["recomputed"] == ["big"], ck["plan"]
-    assert {"Point", "Color", "Box"} <= {v["name"] for v in ck["stored"]}
+    assert {"Point", "Color", "Box", "Pair", "Size", "Crate"} <= {v["name"] for v in ck["stored"]}
     report, got = restore(
-        b, store, "[type(big[1]) is Point, big[2] is Color.R, type(big[3]) is Box, big[1].y]"
+        b,
+        store,
+        "[type(big[1]) is Point, big[2] is Color.R, type(big[3]) is Box, big[1].y, "
+        "type(big[4]) is Pair, big[5] is Size.L, type(big[6]) is Crate]",
     )
     assert report["recomputed"] == ["big"] and report["differs"] == [], report
-    assert got == [True, True, True, 2]
+    assert got == [True, True, True, 2, True, True, True]
 
 
 def test_a_recomputed_value_that_cannot_be_stored_is_still_verified(
