@@ -114,20 +114,43 @@ def scan(source: str) -> CellScan:
         if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) and _top_level(node, parents):
             out.unreplayable = "it uses top-level await, which a rerun cannot replay"
             break
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in ("exec", "eval")
-        ):
-            out.unreplayable = (
-                f"it runs code from a string ({node.func.id}), whose reads and edits "
-                "the recorder cannot see"
-            )
+        why = _namespace_access(node, parents)
+        if why:
+            out.unreplayable = f"{why}, whose reads and edits the recorder cannot see"
             break
     _Visitor(out, parents).visit(tree)
     for name, uses in out.uses.items():
         out.uses[name] = [_distrust_rebound(u, out.writes) for u in uses]
     return out
+
+
+# Builtins through which code reaches the notebook's namespace without naming what it uses.
+NAMESPACE_CALLS = frozenset({"exec", "eval", "globals"})
+
+
+def _namespace_access(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> str:
+    """Why a call reaches the namespace unseen ('' when it does not): exec/eval
+    of a string, globals(), vars() or locals() at the top level (the namespace
+    itself there), or `%run -i` (a script run in the notebook's namespace)."""
+    if not isinstance(node, ast.Call):
+        return ""
+    func = node.func
+    if isinstance(func, ast.Name):
+        if func.id in ("exec", "eval"):
+            return f"it runs code from a string ({func.id})"
+        top = func.id in ("vars", "locals") and not node.args and _top_level(node, parents)
+        if func.id in NAMESPACE_CALLS or top:
+            return f"it reaches the namespace through {func.id}()"
+    if (
+        isinstance(func, ast.Attribute)
+        and func.attr == "run_line_magic"
+        and len(node.args) >= 2
+        and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args[:2])
+        and node.args[0].value == "run"
+        and "-i" in node.args[1].value.split()
+    ):
+        return "it runs a script in the notebook's namespace (%run -i)"
+    return ""
 
 
 def _distrust_rebound(use: Use, writes: set[str]) -> Use:

@@ -26,7 +26,7 @@ from typing import Any
 
 import blake3
 
-from nbferry.agent.cellscan import CellScan, Use, code_globals, scan
+from nbferry.agent.cellscan import NAMESPACE_CALLS, CellScan, Use, code_globals, scan
 from nbferry.agent.fingerprint import fingerprint
 from nbferry.agent.namespace import element_types, size_of
 from nbferry.v1 import manifest_pb2 as pb
@@ -147,9 +147,10 @@ class Recorder:
         reads = {n for n in found.reads if n in ns}
         output_history = sorted(n for n in reads if _is_output_history(n))
         writes = set(found.writes)
-        via_reads, via_writes = self._through_definitions(reads, ns)
+        via_reads, via_writes, unseen = self._through_definitions(reads, ns)
         reads |= via_reads
         writes |= via_writes
+        found.unreplayable = found.unreplayable or unseen
         before = {}
         assume_changed: set[str] = set()
         for name in (found.candidates | via_reads) & ns.keys():
@@ -200,9 +201,10 @@ class Recorder:
         # A function defined and called in this one cell was not in the namespace before.
         fresh = {n for n in run.scan.writes & run.scan.reads if _notebook_code(ns.get(n))}
         if fresh:
-            via_reads, via_writes = self._through_definitions(fresh, ns)
+            via_reads, via_writes, unseen = self._through_definitions(fresh, ns)
             run.reads |= via_reads - run.scan.writes
             run.writes |= via_writes
+            run.scan.unreplayable = run.scan.unreplayable or unseen
         effects = list(run.effects)
         for path in run.files_read:
             effect = _file_read(path)
@@ -242,10 +244,13 @@ class Recorder:
     # -- helpers ---------------------------------------------------------------
     def _through_definitions(
         self, names: set[str], ns: dict[str, Any]
-    ) -> tuple[set[str], set[str]]:
-        """Globals read and written by the notebook functions and classes `names` reach."""
+    ) -> tuple[set[str], set[str], str]:
+        """Globals read and written by the notebook functions and classes `names`
+        reach, and why a rerun could not replay them ('' when it can): such code
+        calls exec, eval or globals(), reaching globals it does not name."""
         reads: set[str] = set()
         writes: set[str] = set()
+        unseen = ""
         seen: set[str] = set()
         todo = list(names)
         while todo:
@@ -260,7 +265,13 @@ class Recorder:
                 reads |= r & ns.keys()
                 writes |= w
                 todo.extend(r & ns.keys())
-        return reads, writes
+                called = sorted(r & NAMESPACE_CALLS)
+                if called and not unseen:
+                    unseen = (
+                        f"it calls {name}, which uses {called[0]}, so its reads and edits "
+                        "are more than the recorder can see"
+                    )
+        return reads, writes, unseen
 
     def record_effect(self, kind: str, target: str) -> None:
         run = self._running
@@ -522,14 +533,16 @@ _MAX_VISITS = 64  # objects looked at per name: the hook runs before every cell
 
 def _notebook_code(value: Any) -> list[types.CodeType]:
     """Code objects that calling or using `value` may run: a notebook function
-    (through functools wrappers and partials, bound, or in a small dict or
-    list bound to the name itself), the methods of a notebook class, or of an
+    (through functools wrappers and partials, bound, or in small dicts, lists
+    and tuples bound to the name, nested up to _CONTAINER_DEPTH deep:
+    `cfg["hooks"]["log"]`), the methods of a notebook class, or of an
     instance's notebook classes. Never raises: it runs in IPython's hooks."""
     out: list[types.CodeType] = []
-    todo, seen = [(value, True)], set()
+    todo, seen = [(value, 0)], set()
+    deep = _CONTAINER_DEPTH  # below a function or class: containers are not followed
     try:
         while todo and len(seen) < _MAX_VISITS:
-            obj, top = todo.pop()
+            obj, depth = todo.pop()
             if id(obj) in seen:
                 continue
             seen.add(id(obj))
@@ -538,31 +551,33 @@ def _notebook_code(value: Any) -> list[types.CodeType]:
                 if obj.__module__ == "__main__":
                     out.append(obj.__code__)
                 if "__wrapped__" in obj.__dict__:  # functools.wraps
-                    todo.append((obj.__dict__["__wrapped__"], False))
+                    todo.append((obj.__dict__["__wrapped__"], deep))
             elif cls is types.MethodType:
-                todo.append((obj.__func__, False))
+                todo.append((obj.__func__, deep))
             elif cls is functools.partial:
-                todo.append((obj.func, False))
+                todo.append((obj.func, deep))
             elif cls is _LRU_WRAPPER:
-                todo.append((obj.__wrapped__, False))
+                todo.append((obj.__wrapped__, deep))
             elif issubclass(cls, type):
                 if obj.__module__ == "__main__":
                     for member in vars(obj).values():
                         if type(member) is property:
-                            todo.extend((f, False) for f in (member.fget, member.fset) if f)
+                            todo.extend((f, deep) for f in (member.fget, member.fset) if f)
                         else:
-                            todo.append((getattr(member, "__func__", member), False))
+                            todo.append((getattr(member, "__func__", member), deep))
             elif cls in (dict, list, tuple):
-                if top and len(obj) <= _SMALL_CONTAINER:
-                    todo.extend((v, False) for v in (obj.values() if cls is dict else obj))
+                if depth < _CONTAINER_DEPTH and len(obj) <= _SMALL_CONTAINER:
+                    items = obj.values() if cls is dict else obj
+                    todo.extend((v, depth + 1) for v in items)
             elif getattr(cls, "__module__", None) == "__main__":
-                todo.extend((c, False) for c in cls.__mro__ if c.__module__ == "__main__")
+                todo.extend((c, deep) for c in cls.__mro__ if c.__module__ == "__main__")
     except Exception:  # an odd object: what was found so far
         pass
     return out
 
 
 _LRU_WRAPPER = type(functools.lru_cache(lambda: None))
+_CONTAINER_DEPTH = 3
 
 
 def _cwd() -> str:

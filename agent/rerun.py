@@ -243,7 +243,11 @@ def _replay(
     # Loaded classes and functions the cells read stay themselves (pods refer to
     # them), but their mutable data is lent as copies: `C.items.append(x)`,
     # `f.calls += 1`, a mutable default or a closure's counter must not change twice.
-    defs = {n: values[n] for n in loaded_defs if n in read}
+    # A method reaches its class's data through `self` (`self.items.append(v)`,
+    # where items is a class attribute): the classes of read instances count as read.
+    by_id = {id(values[n]): n for n in loaded_defs}
+    of_instances = {by_id[id(c)] for v in data.values() for c in type(v).__mro__ if id(c) in by_id}
+    defs = {n: values[n] for n in loaded_defs if n in read or n in of_instances}
     owned = {n: _definition_state(v) for n, v in defs.items()}
     figures = _figures()
     cwd = os.getcwd()

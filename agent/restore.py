@@ -122,7 +122,12 @@ def restore(
         pending = deferred
 
     modules = {b.name: user_ns[b.name] for b in manifest.modules}
-    outcome = recompute(shell, manifest, values, modules)
+    # sys.path is already the checkpoint's: a rerun's sys.path.append must not add twice.
+    path = list(sys.path)
+    try:
+        outcome = recompute(shell, manifest, values, modules)
+    finally:
+        sys.path[:] = path
     warnings += module_state_notes(manifest.history.cells, outcome.rerun_cells)
 
     if STATE_POD in pods:  # last: reruns draw from the random generators too

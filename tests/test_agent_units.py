@@ -382,6 +382,7 @@ def test_what_a_cell_may_run_is_found_without_raising() -> None:
     assert names(functools.partial(ns["f"], 2)) == ["f"]
     assert names(functools.cache(ns["f"])) == ["f"]
     assert names(ns["C"]()) == ["go"] and names({"ops": ns["f"]}) == ["f"]
-    assert names({"nested": {"ops": ns["f"]}}) == []  # one level into containers only
+    assert names({"nested": {"ops": [ns["f"]]}}) == ["f"]  # cfg["hooks"]["log"](...)
+    assert names({"a": {"b": {"c": [ns["f"]]}}}) == []  # three levels of containers only
     names(ns["Proxy"]())  # must not raise
     assert names([ns["Proxy"]()]) == ["__class__"]

@@ -571,6 +571,10 @@ def test_timing_free_cells_read_no_clock() -> None:
         ("async for v in stream():\n    pass", "top-level await"),
         ("exec('data.append(2)')", "exec"),
         ("w = eval('z + 1')", "eval"),
+        ("globals()['events'].append(1)", "globals()"),
+        ("for k, v in vars().items():\n    pass", "vars()"),
+        ("n = len(locals())", "locals()"),
+        ("get_ipython().run_line_magic('run', '-i step.py')", "%run -i"),
     ],
 )
 def test_cells_a_rerun_cannot_replay_say_why(source: str, why: str) -> None:
@@ -580,3 +584,6 @@ def test_cells_a_rerun_cannot_replay_say_why(source: str, why: str) -> None:
 def test_await_inside_a_function_and_exec_as_a_method_are_replayable() -> None:
     assert scan("async def g():\n    return await h()").unreplayable == ""
     assert scan("cursor.execute('select 1')\nengine.exec(q)").unreplayable == ""
+    # A function's own locals, an object's attributes and a plain %run are not the namespace.
+    assert scan("def f(a):\n    return locals(), vars()\nd = vars(obj)").unreplayable == ""
+    assert scan("get_ipython().run_line_magic('run', 'step.py')").unreplayable == ""

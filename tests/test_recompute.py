@@ -516,6 +516,44 @@ def test_reruns_never_change_loaded_values(source: Kernel, dirs: tuple[Path, Pat
     assert got == [source.value(expr), [20000, 5000]]
 
 
+def test_reruns_never_repeat_edits_the_recorder_reached_only_indirectly(
+    source: Kernel, dirs: tuple[Path, Path, str]
+) -> None:
+    """A rerun of `big`'s cell must not append to a class list through `self`
+    or to sys.path a second time; a hook nested in a dict counts as reading and
+    changing what it edits; a cell that calls a function using globals() is
+    never rerun."""
+    _, b, store = dirs
+    source.run("import sys, time\nimport numpy as np")
+    source.run("t0 = time.time()\nevents = ['start']")  # reads the clock: stored
+    source.run(
+        code("""
+        def log(msg):
+            events.append(msg)
+        cfg = {"hooks": {"log": log}}
+        class Reg:
+            items = []
+            def add(self, v):
+                self.items.append(v)
+        reg = Reg()
+        def note(msg):
+            globals()["events"].append(msg)
+        """)
+    )
+    extra = str(b.parent)  # a folder both "hosts" have
+    source.run(f'big = np.zeros((4000, 2500))\nreg.add("big")\nsys.path.append({extra!r})')
+    source.run('cfg["hooks"]["log"]("hooked")')
+    source.run("big2 = np.zeros((4000, 2500))\nnote('g')")
+    hooked, through_globals = cells(source)[-2:]
+    assert "events" in hooked["reads"] and hooked["mutated"] == ["events"], hooked
+    assert "note, which uses globals" in through_globals["unsafe"], through_globals
+    ck = checkpoint(source, store, "--restore-weight 0.001")
+    assert ck["recomputed"] == ["big"], ck["plan"]
+    report, got = restore(b, store, f"[events, Reg.items, sys.path.count({extra!r}), big.shape]")
+    assert report["recomputed"] == ["big"] and report["differs"] == [], report
+    assert got == [["start", "hooked", "g"], ["big"], 1, [4000, 2500]]
+
+
 def test_reruns_never_change_loaded_classes_or_functions(
     source: Kernel, dirs: tuple[Path, Path, str]
 ) -> None:
