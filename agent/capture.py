@@ -117,6 +117,14 @@ def capture_namespace(user_ns: dict[str, Any], hidden: dict[str, Any] | None = N
             out.skipped.append(_skip(name, value, exc))
             out.values[name] = value  # if it is recomputed, its fingerprint verifies the rerun
             out.has_sets[name] = True
+            if definitions.get(id(value)) == name:
+                # Aliases must not refer to a definition no pod holds: the next
+                # one becomes the definition (and is tried by value itself).
+                aliases = [n for n in values if n != name and values[n] is value]
+                if aliases:
+                    definitions[id(value)] = aliases[0]
+                else:
+                    del definitions[id(value)]
     # A pandas index (dtype, offset) links the variables reaching it only through
     # a variable bound to it (`idx = df.index`), or through memory its arrays share
     # with a variable that reaches that memory directly (`pd.Index(arr)`).
@@ -252,7 +260,7 @@ def _copied_view_notes(single: dict[str, pickling.Encoded]) -> list[str]:
     notes = []
     for name, enc in single.items():
         for base in enc.copied:
-            sharing = sorted(n for n, e in single.items() if base in e.reached)
+            sharing = sorted(n for n, e in single.items() if n != name and base in e.reached)
             if sharing:
                 notes.append(
                     f"{name} holds a memoryview over a buffer that {', '.join(sharing)} "

@@ -130,16 +130,18 @@ NAMESPACE_CALLS = frozenset({"exec", "eval", "globals"})
 
 def _namespace_access(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> str:
     """Why a call reaches the namespace unseen ('' when it does not): exec/eval
-    of a string, globals(), vars() or locals() at the top level (the namespace
-    itself there), or `%run -i` (a script run in the notebook's namespace)."""
+    of a string; globals(), vars() or locals() at the top level (inside a def
+    they run when it is called, and the recorder flags its callers); `%run -i`
+    (a script run in the notebook's namespace)."""
     if not isinstance(node, ast.Call):
         return ""
     func = node.func
     if isinstance(func, ast.Name):
         if func.id in ("exec", "eval"):
             return f"it runs code from a string ({func.id})"
-        top = func.id in ("vars", "locals") and not node.args and _top_level(node, parents)
-        if func.id in NAMESPACE_CALLS or top:
+        # Inside a def these run only when it is called, and its callers are flagged.
+        namespace = func.id == "globals" or (func.id in ("vars", "locals") and not node.args)
+        if namespace and _top_level(node, parents):
             return f"it reaches the namespace through {func.id}()"
     if (
         isinstance(func, ast.Attribute)

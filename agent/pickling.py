@@ -17,6 +17,7 @@ name, so an instance restores with `type(obj) is Foo`.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import enum
 import functools
@@ -540,7 +541,7 @@ class _Tracking:
         return NotImplemented
 
     def _reduce_memoryview(self, view: memoryview) -> Any:
-        """Plain pickle has no memoryview, and dill's comes back as bytes.
+        """Plain pickle has no memoryview; dill's and cloudpickle's come back as bytes.
 
         A view of its whole base is rebuilt over the base, pickled with it (so a
         base that is another variable stays shared when they are stored together).
@@ -552,7 +553,7 @@ class _Tracking:
         except ValueError:  # released
             return NotImplemented
         fmt, shape = view.format, view.shape
-        if self.memoryview_bases and view.c_contiguous:
+        if self.memoryview_bases and view.c_contiguous and self._plain_buffer(base):
             with memoryview(base) as whole:
                 if (
                     whole.c_contiguous
@@ -561,9 +562,16 @@ class _Tracking:
                 ):
                     return _rebuild_memoryview, (base, fmt, shape, view.readonly)
         if not _castable(view):
-            return NotImplemented
+            return NotImplemented  # cloudpickle's reducer: bytes
         self.copied[id(base)] = base
         return _rebuild_memoryview, (bytearray(view), fmt, shape, view.readonly)
+
+    def _plain_buffer(self, base: Any) -> bool:
+        """Bases every serializer rebuilds as themselves; others (an mmap, a
+        ctypes array) would fail or come back as another type: copy the view."""
+        if type(base) in (bytes, bytearray, array.array):
+            return True
+        return self.np is not None and type(base) is self.np.ndarray
 
 
 def _castable(view: memoryview) -> bool:
@@ -804,7 +812,7 @@ def _dill_dump(
     sink = io.BytesIO()
     pickler = _dill_pickler_class()(sink, protocol=5)
     pickler._setup(definitions, views, own, False, process)
-    pickler.memoryview_bases = False  # a base no other serializer could store
+    pickler.memoryview_bases = False  # dill is the last resort: views are copied
     pickler.dump(value)
     return Encoded(
         sink.getvalue(),

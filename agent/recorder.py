@@ -538,14 +538,15 @@ def _notebook_code(value: Any) -> list[types.CodeType]:
     `cfg["hooks"]["log"]`), the methods of a notebook class, or of an
     instance's notebook classes. Never raises: it runs in IPython's hooks."""
     out: list[types.CodeType] = []
-    todo, seen = [(value, 0)], set()
+    todo: list[tuple[Any, int]] = [(value, 0)]
+    seen: dict[int, int] = {}  # id -> the shallowest depth it was looked at
     deep = _CONTAINER_DEPTH  # below a function or class: containers are not followed
     try:
         while todo and len(seen) < _MAX_VISITS:
             obj, depth = todo.pop()
-            if id(obj) in seen:
+            if seen.get(id(obj), deep + 1) <= depth:
                 continue
-            seen.add(id(obj))
+            seen[id(obj)] = depth
             cls = type(obj)  # not obj.__class__: proxies may raise on it
             if cls is types.FunctionType:
                 if obj.__module__ == "__main__":

@@ -122,12 +122,14 @@ def restore(
         pending = deferred
 
     modules = {b.name: user_ns[b.name] for b in manifest.modules}
-    # sys.path is already the checkpoint's: a rerun's sys.path.append must not add twice.
+    # sys.path already has the checkpoint's folders: a rerun's sys.path.append of
+    # one must not add it twice. Entries only a rerun could add (a zip file, a
+    # folder the cell made) stay, after the others.
     path = list(sys.path)
     try:
         outcome = recompute(shell, manifest, values, modules)
     finally:
-        sys.path[:] = path
+        sys.path[:] = path + [e for e in dict.fromkeys(sys.path) if e not in path]
     warnings += module_state_notes(manifest.history.cells, outcome.rerun_cells)
 
     if STATE_POD in pods:  # last: reruns draw from the random generators too

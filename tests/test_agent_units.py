@@ -384,5 +384,8 @@ def test_what_a_cell_may_run_is_found_without_raising() -> None:
     assert names(ns["C"]()) == ["go"] and names({"ops": ns["f"]}) == ["f"]
     assert names({"nested": {"ops": [ns["f"]]}}) == ["f"]  # cfg["hooks"]["log"](...)
     assert names({"a": {"b": {"c": [ns["f"]]}}}) == []  # three levels of containers only
+    hooks = {"log": ns["f"]}  # met deep first, then shallow: still followed
+    assert names({"deep": {"x": {"y": hooks}}, "h": hooks}) == ["f"]
+    assert names({"h": hooks, "deep": {"x": {"y": hooks}}}) == ["f"]
     names(ns["Proxy"]())  # must not raise
     assert names([ns["Proxy"]()]) == ["__class__"]

@@ -586,4 +586,5 @@ def test_await_inside_a_function_and_exec_as_a_method_are_replayable() -> None:
     assert scan("cursor.execute('select 1')\nengine.exec(q)").unreplayable == ""
     # A function's own locals, an object's attributes and a plain %run are not the namespace.
     assert scan("def f(a):\n    return locals(), vars()\nd = vars(obj)").unreplayable == ""
+    assert scan("def g():\n    return globals()['x']").unreplayable == ""  # callers are flagged
     assert scan("get_ipython().run_line_magic('run', 'step.py')").unreplayable == ""

@@ -541,7 +541,10 @@ def test_reruns_never_repeat_edits_the_recorder_reached_only_indirectly(
         """)
     )
     extra = str(b.parent)  # a folder both "hosts" have
-    source.run(f'big = np.zeros((4000, 2500))\nreg.add("big")\nsys.path.append({extra!r})')
+    source.run(
+        f'big = np.zeros((4000, 2500))\nreg.add("big")\nsys.path.append({extra!r})\n'
+        "sys.path.append('deps.zip')"  # no folder: only the rerun puts it back
+    )
     source.run('cfg["hooks"]["log"]("hooked")')
     source.run("big2 = np.zeros((4000, 2500))\nnote('g')")
     hooked, through_globals = cells(source)[-2:]
@@ -549,9 +552,13 @@ def test_reruns_never_repeat_edits_the_recorder_reached_only_indirectly(
     assert "note, which uses globals" in through_globals["unsafe"], through_globals
     ck = checkpoint(source, store, "--restore-weight 0.001")
     assert ck["recomputed"] == ["big"], ck["plan"]
-    report, got = restore(b, store, f"[events, Reg.items, sys.path.count({extra!r}), big.shape]")
+    report, got = restore(
+        b,
+        store,
+        f"[events, Reg.items, sys.path.count({extra!r}), sys.path.count('deps.zip'), big.shape]",
+    )
     assert report["recomputed"] == ["big"] and report["differs"] == [], report
-    assert got == [["start", "hooked", "g"], ["big"], 1, [4000, 2500]]
+    assert got == [["start", "hooked", "g"], ["big"], 1, 1, [4000, 2500]]
 
 
 def test_reruns_never_change_loaded_classes_or_functions(
