@@ -255,8 +255,9 @@ def _defines(values: dict[str, Any], definitions: dict[int, str]) -> bool:
 
 
 def _copied_view_notes(single: dict[str, pickling.Encoded]) -> list[str]:
-    """Memoryviews stored over a copy of their buffer (a part of it, or a buffer only
-    dill stores: see pickling's _reduce_memoryview) that another variable reaches."""
+    """Memoryviews stored over a copy of their buffer (a part of it, a base that is
+    not a plain buffer type, or a view dill stores: see pickling's
+    _reduce_memoryview) that another variable reaches."""
     notes = []
     for name, enc in single.items():
         for base in enc.copied:
